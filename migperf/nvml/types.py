@@ -150,8 +150,8 @@ class ComputeInstance:
 
     ci_id: int
     profile: str
-    profile_id: int
-    placement: Placement
+    profile_id: int | None
+    placement: Placement | None
     mig_uuid: str
     memory_mib: int
     sm_count: int
@@ -162,7 +162,11 @@ class ComputeInstance:
             "ci_id": self.ci_id,
             "profile": self.profile,
             "profile_id": self.profile_id,
-            "placement": {"start": self.placement.start, "size": self.placement.size},
+            "placement": (
+                {"start": self.placement.start, "size": self.placement.size}
+                if self.placement is not None
+                else None
+            ),
             "mig_uuid": self.mig_uuid,
             "memory_mib": self.memory_mib,
             "sm_count": self.sm_count,
@@ -176,8 +180,8 @@ class GpuInstance:
     gpu_index: int
     gi_id: int
     profile: str
-    profile_id: int
-    placement: Placement
+    profile_id: int | None
+    placement: Placement | None
     compute_instances: tuple[ComputeInstance, ...] = field(default_factory=tuple)
 
     def to_dict(self) -> dict[str, Any]:
@@ -186,7 +190,11 @@ class GpuInstance:
             "gi_id": self.gi_id,
             "profile": self.profile,
             "profile_id": self.profile_id,
-            "placement": {"start": self.placement.start, "size": self.placement.size},
+            "placement": (
+                {"start": self.placement.start, "size": self.placement.size}
+                if self.placement is not None
+                else None
+            ),
             "compute_instances": [ci.to_dict() for ci in self.compute_instances],
         }
 

@@ -1,0 +1,96 @@
+"""What every CLI command shares: global options, output helpers, error display."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import typer
+from typer.core import TyperGroup
+
+from migperf.errors import MigperfError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from migperf.nvml.facade import Nvml
+
+
+@dataclass
+class CliState:
+    """Global options, kept on the click context (``ctx.obj``)."""
+
+    simulate: str | None = None
+    read_only: bool | None = None
+
+
+def state(ctx: typer.Context) -> CliState:
+    """The global options of this invocation."""
+    root = ctx.find_root()
+    if not isinstance(root.obj, CliState):
+        root.obj = CliState()
+    return root.obj
+
+
+def stdout() -> Console:
+    """A rich console on stdout (tables for people)."""
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        # Piped output (logs, CI, `| less`) should not truncate UUIDs and
+        # profile names to an imaginary 80-column terminal.
+        console = Console(highlight=False, width=200)
+    return console
+
+
+def stderr() -> Console:
+    """A rich console on stderr (notes, progress, errors)."""
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def print_json(data: Any) -> None:
+    """Machine-readable output: plain JSON on stdout, nothing else."""
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+def open_for_reading(ctx: typer.Context) -> Nvml:
+    """NVML for a read-only command: falls back to a simulated GPU when no driver is found."""
+    from migperf.nvml import open_nvml
+
+    st = state(ctx)
+    nvml = open_nvml(st.simulate, allow_fallback=True, read_only=st.read_only)
+    if nvml.fallback_reason:
+        stderr().print(f"NOTE: {nvml.fallback_reason}. Every result is marked simulated.")
+    return nvml
+
+
+def open_for_changes(ctx: typer.Context) -> Nvml:
+    """NVML for a command that changes a GPU: never falls back to the simulator."""
+    from migperf.nvml import open_nvml
+
+    st = state(ctx)
+    return open_nvml(st.simulate, allow_fallback=False, read_only=st.read_only)
+
+
+def report_error(exc: MigperfError) -> None:
+    """Print a MigperfError as ``ERROR: ...`` and ``HINT: ...`` on stderr."""
+    err = stderr()
+    err.print(f"[bold red]ERROR:[/] {exc.message}", markup=True, soft_wrap=True)
+    if exc.hint:
+        err.print(f"[bold]HINT:[/] {exc.hint}", markup=True, soft_wrap=True)
+
+
+class MigperfGroup(TyperGroup):
+    """Top-level command group: the one place library errors become exit codes."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MigperfError as exc:
+            report_error(exc)
+            raise typer.Exit(exc.exit_code) from None

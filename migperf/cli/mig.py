@@ -1,0 +1,155 @@
+"""``migperf mig ...``: look at and (with the partition manager) change MIG layouts."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from migperf.cli._common import open_for_reading, print_json, stderr, stdout
+from migperf.errors import GpuNotFoundError, MigNotSupportedError
+
+app = typer.Typer(help="Inspect MIG profiles and instances.", no_args_is_help=True)
+
+GpuOption = Annotated[
+    int | None,
+    typer.Option("--gpu", "-i", help="GPU index (default: every GPU).", min=0),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def _indices(nvml: object, gpu: int | None) -> list[int]:
+    from migperf.nvml.facade import Nvml
+
+    assert isinstance(nvml, Nvml)
+    count = nvml.gpu_count()
+    if gpu is None:
+        return list(range(count))
+    if gpu >= count:
+        raise GpuNotFoundError(
+            f"GPU {gpu} does not exist: this machine has {count} GPU(s)",
+            hint="list them with `migperf gpus`",
+        )
+    return [gpu]
+
+
+@app.command("profiles")
+def profiles(ctx: typer.Context, gpu: GpuOption = None, as_json: JsonOption = False) -> None:
+    """GPU-instance profiles and their placements (`nvidia-smi mig -lgip` and `-lgipp`)."""
+    out = []
+    with open_for_reading(ctx) as nvml:
+        for i in _indices(nvml, gpu):
+            info = nvml.gpu(i)
+            if not info.mig_capable:
+                if gpu is not None:
+                    raise MigNotSupportedError(
+                        f"GPU {i} ({info.name}) does not support MIG",
+                        hint="MIG needs an A100, A30, H100, H200, B200 or RTX PRO Blackwell GPU",
+                    )
+                continue
+            out.append((info, nvml.gpu_instance_profiles(i)))
+        simulated = nvml.simulated
+    if as_json:
+        if gpu is not None:
+            print_json([p.to_dict() for p in out[0][1]] if out else [])
+        else:
+            print_json(
+                [
+                    {
+                        "gpu_index": info.index,
+                        "name": info.name,
+                        "mig_enabled": bool(info.mig_mode and info.mig_mode.current),
+                        "simulated": simulated,
+                        "profiles": [p.to_dict() for p in profs],
+                    }
+                    for info, profs in out
+                ]
+            )
+        return
+    from rich.table import Table
+
+    if not out:
+        stderr().print("No MIG-capable GPU found.")
+        return
+    console = stdout()
+    for info, profs in out:
+        mig_on = bool(info.mig_mode and info.mig_mode.current)
+        title = f"GPU {info.index}: {info.name}" + (" (simulated)" if simulated else "")
+        table = Table(title=title, title_justify="left")
+        for col in ("profile", "ID", "free/total", "SMs", "memory", "slices c/m", "CE", "DEC", "ENC", "JPEG", "OFA", "placements"):
+            table.add_column(col, justify="left" if col in ("profile", "placements") else "right")
+        for p in profs:
+            free = "?" if p.instances_free is None else str(p.instances_free)
+            starts = ",".join(str(pl.start) for pl in p.placements)
+            size = p.placements[0].size if p.placements else 0
+            table.add_row(
+                p.profile, str(p.profile_id), f"{free}/{p.instances_total}", str(p.sm_count),
+                f"{p.memory_mib} MiB", f"{p.compute_slices}/{p.memory_slices}",
+                str(p.engines.copy), str(p.engines.decoder), str(p.engines.encoder),
+                str(p.engines.jpeg), str(p.engines.ofa), f"{{{starts}}}:{size}",
+            )
+        console.print(table)
+        if not mig_on:
+            console.print(
+                f"MIG mode is disabled on GPU {info.index}: these are the profiles it will offer "
+                "once enabled (`migperf mig enable --gpu "
+                f"{info.index}`); free counts are unknown until then."
+            )
+
+
+@app.command("show")
+def show(ctx: typer.Context, gpu: GpuOption = None, as_json: JsonOption = False) -> None:
+    """Current GPU instances, compute instances and MIG devices (`nvidia-smi mig -lgi` / `-lci`)."""
+    out = []
+    with open_for_reading(ctx) as nvml:
+        for i in _indices(nvml, gpu):
+            info = nvml.gpu(i)
+            out.append((info, nvml.gpu_instances(i) if info.mig_capable else []))
+        simulated = nvml.simulated
+    if as_json:
+        print_json(
+            [
+                {
+                    "gpu_index": info.index,
+                    "name": info.name,
+                    "mig_mode": (
+                        {"current": info.mig_mode.current, "pending": info.mig_mode.pending}
+                        if info.mig_mode
+                        else None
+                    ),
+                    "simulated": simulated,
+                    "instances": [gi.to_dict() for gi in gis],
+                }
+                for info, gis in out
+            ]
+        )
+        return
+    from rich.table import Table
+
+    console = stdout()
+    for info, gis in out:
+        title = f"GPU {info.index}: {info.name}" + (" (simulated)" if simulated else "")
+        if info.mig_mode is None:
+            console.print(f"{title}: MIG not supported")
+            continue
+        if not info.mig_mode.current:
+            pending = " (pending enable: reset the GPU)" if info.mig_mode.pending else ""
+            console.print(f"{title}: MIG disabled{pending}")
+            continue
+        if not gis:
+            console.print(f"{title}: MIG enabled, no GPU instances")
+            continue
+        table = Table(title=title, title_justify="left")
+        for col in ("GI", "profile", "placement", "CI", "CI profile", "SMs", "memory", "MIG device UUID"):
+            table.add_column(col, justify="right" if col in ("GI", "CI", "SMs", "memory") else "left")
+        for gi in gis:
+            placement = str(gi.placement) if gi.placement else "?"
+            if not gi.compute_instances:
+                table.add_row(str(gi.gi_id), gi.profile, placement, "-", "(no compute instance)", "", "", "")
+            for k, ci in enumerate(gi.compute_instances):
+                table.add_row(
+                    str(gi.gi_id) if k == 0 else "", gi.profile if k == 0 else "",
+                    placement if k == 0 else "", str(ci.ci_id), ci.profile, str(ci.sm_count),
+                    f"{ci.memory_mib} MiB", ci.mig_uuid,
+                )
+        console.print(table)

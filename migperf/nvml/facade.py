@@ -1,0 +1,630 @@
+"""The one gateway to NVML.
+
+:class:`Nvml` wraps a pynvml-compatible module (nvidia-ml-py's ``pynvml`` on a
+real machine, :mod:`migperf.nvml.sim` otherwise) and speaks migperf's types
+(:mod:`migperf.nvml.types`). It is the only place that handles NVML handles,
+ctypes buffers and ``NVMLError``; every NVML failure leaves it as a
+:class:`~migperf.errors.MigperfError` that names the operation, the GPU and
+the reason, with a hint.
+
+Reads work for any user. Calls that change a GPU (``set_mig_mode``,
+``create_*``, ``destroy_*``) refuse in read-only mode.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import types
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from migperf import errors
+from migperf.nvml import catalog
+from migperf.nvml.naming import compute_instance_profile_name, gpu_instance_profile_name
+from migperf.nvml.types import (
+    ComputeInstance,
+    ComputeInstanceProfile,
+    Engines,
+    GpuInfo,
+    GpuInstance,
+    GpuInstanceProfile,
+    MigDevice,
+    MigMode,
+    Placement,
+    ProcessInfo,
+)
+
+T = TypeVar("T")
+_MIB = 1024 * 1024
+_NA = 0xFFFFFFFF
+
+
+class Nvml:
+    """migperf's view of NVML on one machine.
+
+    Use as a context manager (``with open_nvml() as nvml:``) or call
+    :meth:`init` / :meth:`shutdown`.
+
+    Args:
+        module: ``pynvml`` or a module with the same surface (the simulator).
+        simulated: Whether ``module`` is the simulator; results say so.
+        read_only: Refuse every call that would change a GPU.
+        fallback_reason: Why a simulator stands in for a missing driver, if it does.
+    """
+
+    def __init__(
+        self,
+        module: types.ModuleType,
+        *,
+        simulated: bool,
+        read_only: bool = False,
+        fallback_reason: str | None = None,
+    ) -> None:
+        self.nvml = module
+        self.simulated = simulated
+        self.read_only = read_only
+        self.fallback_reason = fallback_reason
+        self._initialized = False
+
+    # ---------------------------------------------------------------- set-up
+
+    def init(self) -> Nvml:
+        """Initialise NVML (``nvmlInit``).
+
+        Raises:
+            NvmlUnavailableError: when the driver or library is missing.
+        """
+        if not self._initialized:
+            self._call("initialise NVML", self.nvml.nvmlInit)
+            self._initialized = True
+        return self
+
+    def shutdown(self) -> None:
+        """Release NVML (``nvmlShutdown``); errors on the way out are ignored."""
+        if self._initialized:
+            self._initialized = False
+            try:
+                self.nvml.nvmlShutdown()
+            except self.nvml.NVMLError:
+                pass
+
+    def __enter__(self) -> Nvml:
+        return self.init()
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    @property
+    def machine(self) -> str | None:
+        """The simulated machine's name (``a100-80gb-x8``), or None on real hardware."""
+        spec = getattr(self.nvml, "MACHINE", None)
+        return spec.machine_name if spec is not None else None
+
+    # ------------------------------------------------------------- plumbing
+
+    def _call(self, what: str, fn: Callable[..., T], *args: Any) -> T:
+        """Call an NVML function, turning NVMLError into a MigperfError about ``what``."""
+        try:
+            return fn(*args)
+        except self.nvml.NVMLError as exc:
+            raise self._translate(what, exc) from exc
+
+    def _translate(self, what: str, exc: Any) -> errors.MigperfError:
+        n = self.nvml
+        reason = str(exc)
+        msg = f"cannot {what}: {reason}"
+        if isinstance(exc, (n.NVMLError_LibraryNotFound, n.NVMLError_DriverNotLoaded)):
+            return errors.NvmlUnavailableError(
+                f"cannot {what}: the NVIDIA driver is not available ({reason})",
+                hint="install the NVIDIA driver (nvidia-smi must work), or use "
+                "`migperf --simulate a100-80gb ...` to run on a simulated GPU",
+            )
+        if isinstance(exc, n.NVMLError_NoPermission):
+            return errors.NvmlPermissionError(
+                msg,
+                hint="run as root, or grant the MIG config capability "
+                "(/proc/driver/nvidia/capabilities/mig/config); the same call needs "
+                "`sudo nvidia-smi mig ...`",
+            )
+        if isinstance(exc, n.NVMLError_InUse):
+            return errors.GpuInUseError(
+                msg,
+                hint="stop the processes using it (see `nvidia-smi` or `migperf mig show`) "
+                "and destroy its compute instances first, or pass --force where offered",
+            )
+        if isinstance(exc, n.NVMLError_InsufficientResources):
+            return errors.InsufficientResourcesError(
+                msg,
+                hint="free the slices it needs (`migperf mig reset`), or pick a layout "
+                "from `migperf mig layouts`",
+            )
+        if isinstance(exc, n.NVMLError_ResetRequired):
+            return errors.ResetRequiredError(
+                msg, hint="reset the GPU (`nvidia-smi --gpu-reset -i N`) or reboot"
+            )
+        if isinstance(exc, n.NVMLError_NotSupported):
+            return errors.MigNotSupportedError(
+                msg,
+                hint="check that the GPU supports MIG and that MIG mode is enabled "
+                "(`migperf gpus`; `nvidia-smi -i N -mig 1` enables it)",
+            )
+        if isinstance(exc, n.NVMLError_NotFound):
+            return errors.GpuNotFoundError(msg, hint="list what exists with `migperf mig show`")
+        if isinstance(exc, n.NVMLError_InvalidArgument):
+            return errors.NvmlCallError(
+                msg, hint="the instance may have been destroyed meanwhile; re-run `migperf mig show`"
+            )
+        return errors.NvmlCallError(msg, hint="check `nvidia-smi` and the kernel log (dmesg)")
+
+    def _refuse_if_read_only(self, what: str) -> None:
+        if self.read_only:
+            raise errors.ReadOnlyError(
+                f"refusing to {what}: migperf is in read-only mode",
+                hint="drop --read-only / unset MIGPERF_READ_ONLY to allow changes to the GPU",
+            )
+
+    def _handle(self, gpu_index: int) -> Any:
+        count = self.gpu_count()
+        if not 0 <= gpu_index < count:
+            raise errors.GpuNotFoundError(
+                f"GPU {gpu_index} does not exist: this machine has {count} GPU(s)"
+                + (f" (0-{count - 1})" if count else ""),
+                hint="list them with `migperf gpus`",
+            )
+        return self._call(f"get a handle for GPU {gpu_index}", self.nvml.nvmlDeviceGetHandleByIndex, gpu_index)
+
+    def _gi_handle(self, gpu_index: int, gi_id: int) -> Any:
+        h = self._handle(gpu_index)
+        return self._call(
+            f"find GPU instance {gi_id} on GPU {gpu_index}",
+            self.nvml.nvmlDeviceGetGpuInstanceById, h, gi_id,
+        )
+
+    # --------------------------------------------------------------- system
+
+    def driver_version(self) -> str:
+        """The driver version (``nvidia-smi --query-gpu=driver_version``)."""
+        return self._call("read the driver version", self.nvml.nvmlSystemGetDriverVersion)
+
+    def cuda_driver_version(self) -> int | None:
+        """The CUDA version the driver supports, e.g. 13000, or None if unknown."""
+        try:
+            return int(self.nvml.nvmlSystemGetCudaDriverVersion())
+        except self.nvml.NVMLError:
+            return None
+
+    def gpu_count(self) -> int:
+        """Number of physical GPUs (``nvidia-smi -L`` without the MIG lines)."""
+        return int(self._call("count GPUs", self.nvml.nvmlDeviceGetCount))
+
+    # ------------------------------------------------------------------ GPUs
+
+    def mig_mode(self, gpu_index: int) -> MigMode | None:
+        """Current and pending MIG mode, or None if the GPU has no MIG.
+
+        ``nvidia-smi -i N --query-gpu=mig.mode.current,mig.mode.pending``.
+        """
+        h = self._handle(gpu_index)
+        try:
+            cur, pending = self.nvml.nvmlDeviceGetMigMode(h)
+        except self.nvml.NVMLError_NotSupported:
+            return None
+        except self.nvml.NVMLError as exc:
+            raise self._translate(f"read the MIG mode of GPU {gpu_index}", exc) from exc
+        return MigMode(current=bool(cur), pending=bool(pending))
+
+    def _memory_total_mib(self, h: Any) -> int | None:
+        try:
+            return int(self.nvml.nvmlDeviceGetMemoryInfo(h).total // _MIB)
+        except self.nvml.NVMLError:
+            # In MIG mode the parent's totals need privileges (mig-facts.md 8.4).
+            return None
+
+    def gpu(self, gpu_index: int) -> GpuInfo:
+        """One GPU's identity, memory and MIG state (``nvidia-smi -q -i N``)."""
+        n = self.nvml
+        h = self._handle(gpu_index)
+        where = f"GPU {gpu_index}"
+        pci = self._call(f"read the PCI info of {where}", n.nvmlDeviceGetPciInfo, h)
+        bus_id = pci.busId.decode() if isinstance(pci.busId, bytes) else str(pci.busId)
+        mode = self.mig_mode(gpu_index)
+        try:
+            arch = catalog.ARCH_NAMES.get(int(n.nvmlDeviceGetArchitecture(h)), "unknown")
+        except n.NVMLError:
+            arch = "unknown"
+        try:
+            cc: tuple[int, int] | None = tuple(n.nvmlDeviceGetCudaComputeCapability(h))  # type: ignore[assignment]
+        except n.NVMLError:
+            cc = None
+        return GpuInfo(
+            index=gpu_index,
+            name=self._call(f"read the name of {where}", n.nvmlDeviceGetName, h),
+            uuid=self._call(f"read the UUID of {where}", n.nvmlDeviceGetUUID, h),
+            pci_bus_id=bus_id,
+            pci_device_id=int(pci.pciDeviceId),
+            memory_mib=self._memory_total_mib(h),
+            mig_capable=mode is not None,
+            mig_mode=mode,
+            mig_devices=len(self.mig_devices(gpu_index)) if mode is not None and mode.current else 0,
+            architecture=arch,
+            cuda_compute_capability=cc,
+        )
+
+    def gpus(self) -> list[GpuInfo]:
+        """Every GPU on the machine (``nvidia-smi -L``)."""
+        return [self.gpu(i) for i in range(self.gpu_count())]
+
+    # ------------------------------------------------------------- profiles
+
+    def gpu_instance_profiles(self, gpu_index: int) -> list[GpuInstanceProfile]:
+        """The GPU-instance profiles with their placements (``nvidia-smi mig -lgip`` and ``-lgipp``).
+
+        Works with MIG disabled too (people plan before they enable): the v2
+        profile query refuses then, so the v1 query is used, and the free
+        counts are None because NVML only reports them with MIG on.
+
+        Raises:
+            MigNotSupportedError: when the GPU has no MIG.
+        """
+        n = self.nvml
+        h = self._handle(gpu_index)
+        mode = self.mig_mode(gpu_index)
+        if mode is None:
+            name = self._call(f"read the name of GPU {gpu_index}", n.nvmlDeviceGetName, h)
+            raise errors.MigNotSupportedError(
+                f"GPU {gpu_index} ({name}) does not support MIG",
+                hint="MIG needs an A100, A30, H100, H200, B200 or RTX PRO Blackwell GPU; "
+                "list GPUs with `migperf gpus`",
+            )
+        version = 2 if mode.current else 1
+        total_mib = self._memory_total_mib(h)
+        profiles = []
+        for index in range(catalog.PROFILE_COUNT + 16):
+            try:
+                info = n.nvmlDeviceGetGpuInstanceProfileInfo(h, index, version)
+            except n.NVMLError_InvalidArgument:
+                break  # past the last constant this driver knows
+            except n.NVMLError_NotSupported:
+                continue  # a constant this GPU does not offer
+            except n.NVMLError as exc:
+                raise self._translate(f"read GPU-instance profile {index} of GPU {gpu_index}", exc) from exc
+            profiles.append(self._profile(gpu_index, h, index, info, total_mib, mode.current))
+        profiles.sort(key=lambda p: (-p.memory_slices, -p.compute_slices, p.profile_id))
+        return profiles
+
+    def _profile(self, gpu_index: int, h: Any, index: int, info: Any, total_mib: int | None, mig_on: bool) -> GpuInstanceProfile:
+        n = self.nvml
+        pid = int(info.id)
+        count = ctypes.c_uint(0)
+        what = f"list placements of profile {pid} on GPU {gpu_index}"
+        self._call(what, n.nvmlDeviceGetGpuInstancePossiblePlacements, h, pid, None, ctypes.byref(count))
+        arr = (n.c_nvmlGpuInstancePlacement_t * max(count.value, 1))()
+        self._call(what, n.nvmlDeviceGetGpuInstancePossiblePlacements, h, pid, arr, ctypes.byref(count))
+        placements = tuple(Placement(int(arr[i].start), int(arr[i].size)) for i in range(count.value))
+        free: int | None = None
+        if mig_on:
+            try:
+                free = int(n.nvmlDeviceGetGpuInstanceRemainingCapacity(h, pid))
+            except n.NVMLError:
+                free = None  # needs privileges; "unknown", never a guess
+        if total_mib and index in catalog.SLICES_OF_INDEX:
+            name = gpu_instance_profile_name(index, int(info.memorySizeMB), total_mib * _MIB)
+        else:
+            raw = getattr(info, "name", b"")
+            raw = raw.decode() if isinstance(raw, bytes) else str(raw)
+            name = raw.removeprefix("MIG ").strip() or f"profile-{pid}"
+        return GpuInstanceProfile(
+            profile=name,
+            profile_id=pid,
+            index=index,
+            compute_slices=int(info.sliceCount),
+            memory_slices=placements[0].size if placements else 0,
+            instances_total=int(info.instanceCount),
+            instances_free=free,
+            sm_count=int(info.multiprocessorCount),
+            memory_mib=int(info.memorySizeMB),
+            engines=Engines(
+                copy=int(info.copyEngineCount), decoder=int(info.decoderCount),
+                encoder=int(info.encoderCount), jpeg=int(info.jpegCount), ofa=int(info.ofaCount),
+            ),
+            placements=placements,
+        )
+
+    def compute_instance_profiles(self, gpu_index: int, gi_id: int) -> list[ComputeInstanceProfile]:
+        """Compute-instance profiles a GPU instance offers (``nvidia-smi mig -lcip -gi ID``)."""
+        n = self.nvml
+        gih = self._gi_handle(gpu_index, gi_id)
+        gi_profile = self._gi_profile_name(gpu_index, gih)
+        out = []
+        for index in range(n.NVML_COMPUTE_INSTANCE_PROFILE_COUNT):
+            try:
+                info = n.nvmlGpuInstanceGetComputeInstanceProfileInfo(
+                    gih, index, n.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED
+                )
+            except n.NVMLError_NotSupported:
+                continue
+            except n.NVMLError_InvalidArgument:
+                break
+            except n.NVMLError as exc:
+                raise self._translate(f"read compute-instance profiles of GPU instance {gi_id} on GPU {gpu_index}", exc) from exc
+            try:
+                free: int | None = int(n.nvmlGpuInstanceGetComputeInstanceRemainingCapacity(gih, int(info.id)))
+            except n.NVMLError:
+                free = None
+            out.append(
+                ComputeInstanceProfile(
+                    profile=compute_instance_profile_name(int(info.sliceCount), gi_profile),
+                    profile_id=int(info.id),
+                    compute_slices=int(info.sliceCount),
+                    instances_total=int(info.instanceCount),
+                    instances_free=free,
+                    sm_count=int(info.multiprocessorCount),
+                )
+            )
+        return out
+
+    def _gi_profile_name(self, gpu_index: int, gih: Any) -> str:
+        info = self._call("read GPU-instance info", self.nvml.nvmlGpuInstanceGetInfo, gih)
+        for p in self.gpu_instance_profiles(gpu_index):
+            if p.profile_id == int(info.profileId):
+                return p.profile
+        return f"profile-{int(info.profileId)}"
+
+    # ------------------------------------------------------------ instances
+
+    def mig_devices(self, gpu_index: int) -> list[MigDevice]:
+        """MIG devices of a GPU in NVML order (``nvidia-smi -L``). Needs no privileges."""
+        n = self.nvml
+        h = self._handle(gpu_index)
+        parent_name = self._call(f"read the name of GPU {gpu_index}", n.nvmlDeviceGetName, h)
+        try:
+            count = int(n.nvmlDeviceGetMaxMigDeviceCount(h))
+        except n.NVMLError:
+            return []
+        out = []
+        for i in range(count):
+            try:
+                m = n.nvmlDeviceGetMigDeviceHandleByIndex(h, i)
+            except (n.NVMLError_NotFound, n.NVMLError_InvalidArgument, n.NVMLError_NotSupported):
+                # Indices can have holes; robust tools skip them (nomad, nvitop).
+                continue
+            except n.NVMLError as exc:
+                raise self._translate(f"open MIG device {i} of GPU {gpu_index}", exc) from exc
+            what = f"read MIG device {i} of GPU {gpu_index}"
+            attrs = self._call(what, n.nvmlDeviceGetAttributes, m)
+            name = self._call(what, n.nvmlDeviceGetName, m)
+            mem = self._call(what, n.nvmlDeviceGetMemoryInfo, m)
+            out.append(
+                MigDevice(
+                    gpu_index=gpu_index,
+                    index=i,
+                    mig_uuid=self._call(what, n.nvmlDeviceGetUUID, m),
+                    name=name if name.startswith(parent_name) else f"{parent_name} {name}",
+                    gi_id=int(self._call(what, n.nvmlDeviceGetGpuInstanceId, m)),
+                    ci_id=int(self._call(what, n.nvmlDeviceGetComputeInstanceId, m)),
+                    memory_mib=int(mem.total // _MIB),
+                    sm_count=int(attrs.multiprocessorCount),
+                    gpu_instance_slices=int(attrs.gpuInstanceSliceCount),
+                    compute_instance_slices=int(attrs.computeInstanceSliceCount),
+                )
+            )
+        return out
+
+    def gpu_instances(self, gpu_index: int) -> list[GpuInstance]:
+        """GPU instances with their compute instances and MIG devices.
+
+        ``nvidia-smi mig -lgi`` and ``-lci`` together. Listing instances needs
+        privileges; without them the view is rebuilt from the MIG devices,
+        which any user can read, and placements are then unknown (None).
+        """
+        n = self.nvml
+        mode = self.mig_mode(gpu_index)
+        if mode is None or not mode.current:
+            return []
+        h = self._handle(gpu_index)
+        profiles = self.gpu_instance_profiles(gpu_index)
+        devices = {(d.gi_id, d.ci_id): d for d in self.mig_devices(gpu_index)}
+        out: list[GpuInstance] = []
+        try:
+            for p in profiles:
+                arr = (n.c_nvmlGpuInstance_t * max(p.instances_total, 1))()
+                cnt = ctypes.c_uint(p.instances_total)
+                n.nvmlDeviceGetGpuInstances(h, p.profile_id, arr, ctypes.byref(cnt))
+                for k in range(cnt.value):
+                    info = n.nvmlGpuInstanceGetInfo(arr[k])
+                    out.append(
+                        GpuInstance(
+                            gpu_index=gpu_index,
+                            gi_id=int(info.id),
+                            profile=p.profile,
+                            profile_id=p.profile_id,
+                            placement=Placement(int(info.placement.start), int(info.placement.size)),
+                            compute_instances=tuple(self._compute_instances(arr[k], p, devices)),
+                        )
+                    )
+        except n.NVMLError_NoPermission:
+            return self._instances_from_devices(gpu_index, profiles, list(devices.values()))
+        except n.NVMLError as exc:
+            raise self._translate(f"list GPU instances of GPU {gpu_index}", exc) from exc
+        out.sort(key=lambda gi: gi.gi_id)
+        return out
+
+    def _compute_instances(self, gih: Any, p: GpuInstanceProfile, devices: dict[tuple[int, int], MigDevice]) -> list[ComputeInstance]:
+        n = self.nvml
+        gi_id = int(n.nvmlGpuInstanceGetInfo(gih).id)
+        out = []
+        for index in range(n.NVML_COMPUTE_INSTANCE_PROFILE_COUNT):
+            try:
+                cinfo = n.nvmlGpuInstanceGetComputeInstanceProfileInfo(
+                    gih, index, n.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED
+                )
+            except n.NVMLError_NotSupported:
+                continue
+            except n.NVMLError_InvalidArgument:
+                break
+            arr = (n.c_nvmlComputeInstance_t * max(int(cinfo.instanceCount), 1))()
+            cnt = ctypes.c_uint(int(cinfo.instanceCount))
+            n.nvmlGpuInstanceGetComputeInstances(gih, int(cinfo.id), arr, ctypes.byref(cnt))
+            for k in range(cnt.value):
+                ci = n.nvmlComputeInstanceGetInfo(arr[k])
+                dev = devices.get((gi_id, int(ci.id)))
+                out.append(
+                    ComputeInstance(
+                        ci_id=int(ci.id),
+                        profile=compute_instance_profile_name(int(cinfo.sliceCount), p.profile),
+                        profile_id=int(cinfo.id),
+                        placement=Placement(int(ci.placement.start), int(ci.placement.size)),
+                        mig_uuid=dev.mig_uuid if dev else "",
+                        memory_mib=dev.memory_mib if dev else p.memory_mib,
+                        sm_count=dev.sm_count if dev else int(cinfo.multiprocessorCount),
+                    )
+                )
+        out.sort(key=lambda c: c.ci_id)
+        return out
+
+    @staticmethod
+    def _instances_from_devices(gpu_index: int, profiles: list[GpuInstanceProfile], devices: list[MigDevice]) -> list[GpuInstance]:
+        by_gi: dict[int, list[MigDevice]] = {}
+        for d in devices:
+            by_gi.setdefault(d.gi_id, []).append(d)
+        out = []
+        for gi_id, devs in sorted(by_gi.items()):
+            d0 = devs[0]
+            match = next(
+                (p for p in profiles if p.compute_slices == d0.gpu_instance_slices and p.memory_mib == d0.memory_mib),
+                None,
+            )
+            gi_name = match.profile if match else f"{d0.gpu_instance_slices}g.{round(d0.memory_mib / 1024)}gb"
+            out.append(
+                GpuInstance(
+                    gpu_index=gpu_index,
+                    gi_id=gi_id,
+                    profile=gi_name,
+                    profile_id=match.profile_id if match else None,
+                    placement=None,
+                    compute_instances=tuple(
+                        ComputeInstance(
+                            ci_id=d.ci_id,
+                            profile=compute_instance_profile_name(d.compute_instance_slices, gi_name),
+                            profile_id=catalog.CI_ID_OF_SLICES.get(d.compute_instance_slices),
+                            placement=None,
+                            mig_uuid=d.mig_uuid,
+                            memory_mib=d.memory_mib,
+                            sm_count=d.sm_count,
+                        )
+                        for d in sorted(devs, key=lambda d: d.ci_id)
+                    ),
+                )
+            )
+        return out
+
+    def processes(self, gpu_index: int, mig_uuid: str | None = None) -> list[ProcessInfo]:
+        """Compute processes on a GPU or on one MIG device (``nvidia-smi --query-compute-apps``)."""
+        n = self.nvml
+        if mig_uuid is None:
+            h = self._handle(gpu_index)
+        else:
+            h = self._call(f"open MIG device {mig_uuid}", n.nvmlDeviceGetHandleByUUID, mig_uuid)
+        procs = self._call(f"list processes on GPU {gpu_index}", n.nvmlDeviceGetComputeRunningProcesses, h)
+        out = []
+        for p in procs:
+            mem = getattr(p, "usedGpuMemory", None)
+            gi = getattr(p, "gpuInstanceId", _NA)
+            ci = getattr(p, "computeInstanceId", _NA)
+            out.append(
+                ProcessInfo(
+                    pid=int(p.pid),
+                    used_memory_mib=None if mem is None else mem / _MIB,
+                    gi_id=None if gi in (None, _NA) else int(gi),
+                    ci_id=None if ci in (None, _NA) else int(ci),
+                )
+            )
+        return out
+
+    # --------------------------------------------------------- changes (root)
+
+    def set_mig_mode(self, gpu_index: int, enabled: bool) -> tuple[MigMode, int]:
+        """Request MIG mode on or off (``nvidia-smi -i N -mig 1|0``).
+
+        Returns:
+            The mode afterwards and NVML's activation status (0 when the change
+            took effect; e.g. ``NVML_ERROR_IN_USE`` when it stays pending until
+            the GPU is reset). pynvml does not raise on a failed activation.
+
+        Raises:
+            ReadOnlyError, MigNotSupportedError, NvmlPermissionError, GpuInUseError.
+        """
+        what = f"{'enable' if enabled else 'disable'} MIG mode on GPU {gpu_index}"
+        self._refuse_if_read_only(what)
+        h = self._handle(gpu_index)
+        status = self._call(what, self.nvml.nvmlDeviceSetMigMode, h, 1 if enabled else 0)
+        mode = self.mig_mode(gpu_index)
+        assert mode is not None
+        return mode, int(status)
+
+    def create_gpu_instance(self, gpu_index: int, profile_id: int, start: int | None = None, size: int | None = None) -> int:
+        """Create a GPU instance, at an explicit placement when ``start`` is given.
+
+        ``nvidia-smi mig -i N -cgi ID`` (placement: ``-cgi ID:START``).
+
+        Returns:
+            The new GPU instance's id.
+        """
+        where = f" at {start}:{size}" if start is not None else ""
+        what = f"create a GPU instance of profile {profile_id}{where} on GPU {gpu_index}"
+        self._refuse_if_read_only(what)
+        n = self.nvml
+        h = self._handle(gpu_index)
+        if start is None:
+            gih = self._call(what, n.nvmlDeviceCreateGpuInstance, h, profile_id)
+        else:
+            if size is None:
+                info = self._call(what, n.nvmlDeviceGetGpuInstanceProfileInfoById, h, profile_id)
+                placements = self._placements(h, int(info.id))
+                size = placements[0].size if placements else 0
+            placement = n.c_nvmlGpuInstancePlacement_t(start, size)
+            gih = self._call(what, n.nvmlDeviceCreateGpuInstanceWithPlacement, h, profile_id, ctypes.byref(placement))
+        return int(self._call(what, n.nvmlGpuInstanceGetInfo, gih).id)
+
+    def _placements(self, h: Any, profile_id: int) -> list[Placement]:
+        n = self.nvml
+        count = ctypes.c_uint(0)
+        n.nvmlDeviceGetGpuInstancePossiblePlacements(h, profile_id, None, ctypes.byref(count))
+        arr = (n.c_nvmlGpuInstancePlacement_t * max(count.value, 1))()
+        n.nvmlDeviceGetGpuInstancePossiblePlacements(h, profile_id, arr, ctypes.byref(count))
+        return [Placement(int(arr[i].start), int(arr[i].size)) for i in range(count.value)]
+
+    def create_compute_instance(self, gpu_index: int, gi_id: int, ci_profile_id: int, start: int | None = None) -> int:
+        """Create a compute instance in a GPU instance (``nvidia-smi mig -i N -gi G -cci ID``).
+
+        Returns:
+            The new compute instance's id.
+        """
+        what = f"create a compute instance of profile {ci_profile_id} in GPU instance {gi_id} on GPU {gpu_index}"
+        self._refuse_if_read_only(what)
+        n = self.nvml
+        gih = self._gi_handle(gpu_index, gi_id)
+        if start is None:
+            cih = self._call(what, n.nvmlGpuInstanceCreateComputeInstance, gih, ci_profile_id)
+        else:
+            info = self._call(what, n.nvmlGpuInstanceGetComputeInstanceProfileInfo, gih, ci_profile_id,
+                              n.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED)
+            placement = n.c_nvmlComputeInstancePlacement_t(start, int(info.sliceCount))
+            cih = self._call(what, n.nvmlGpuInstanceCreateComputeInstanceWithPlacement, gih, ci_profile_id, ctypes.byref(placement))
+        return int(self._call(what, n.nvmlComputeInstanceGetInfo, cih).id)
+
+    def destroy_compute_instance(self, gpu_index: int, gi_id: int, ci_id: int) -> None:
+        """Destroy a compute instance (``nvidia-smi mig -i N -gi G -ci C -dci``)."""
+        what = f"destroy compute instance {ci_id} of GPU instance {gi_id} on GPU {gpu_index}"
+        self._refuse_if_read_only(what)
+        n = self.nvml
+        gih = self._gi_handle(gpu_index, gi_id)
+        cih = self._call(what, n.nvmlGpuInstanceGetComputeInstanceById, gih, ci_id)
+        self._call(what, n.nvmlComputeInstanceDestroy, cih)
+
+    def destroy_gpu_instance(self, gpu_index: int, gi_id: int) -> None:
+        """Destroy a GPU instance that has no compute instances (``nvidia-smi mig -i N -gi G -dgi``)."""
+        what = f"destroy GPU instance {gi_id} on GPU {gpu_index}"
+        self._refuse_if_read_only(what)
+        gih = self._gi_handle(gpu_index, gi_id)
+        self._call(what, self.nvml.nvmlGpuInstanceDestroy, gih)

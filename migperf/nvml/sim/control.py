@@ -1,0 +1,117 @@
+"""Things a person does to a real machine that NVML cannot: for tests and demos.
+
+Start a "process" on a simulated GPU or MIG device (so destroy gets
+``InUse`` and power rises), reset a GPU (so a pending MIG mode takes effect),
+or clear fault counters. These act on the same state file the simulated
+driver uses, under the same lock.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from migperf.errors import GpuInUseError, GpuNotFoundError
+from migperf.nvml.catalog import get_model
+from migperf.nvml.sim.state import MachineState, parse_machine_spec
+
+
+def _machine(spec: str, root: Path | None) -> MachineState:
+    return MachineState(parse_machine_spec(spec), root)
+
+
+def attach_process(
+    spec: str,
+    gpu_index: int,
+    *,
+    mig_uuid: str | None = None,
+    pid: int | None = None,
+    used_mib: float = 1024.0,
+    root: Path | None = None,
+) -> int:
+    """Register a compute process on a GPU or on one MIG device.
+
+    The process stays registered while ``pid`` (default: the caller) is alive,
+    like a CUDA context. Returns the pid.
+
+    Raises:
+        GpuNotFoundError: when the GPU or MIG device does not exist.
+    """
+    pid = os.getpid() if pid is None else pid
+    with _machine(spec, root).transaction() as st:
+        if not 0 <= gpu_index < len(st["gpus"]):
+            raise GpuNotFoundError(f"simulated GPU {gpu_index} does not exist")
+        gpu = st["gpus"][gpu_index]
+        model = get_model(gpu["model"])
+        entry: dict[str, object] = {"pid": pid, "used_mib": used_mib, "started_unix": time.time()}
+        slices = model.compute_slices or 1
+        if mig_uuid is not None:
+            for gi in gpu["gpu_instances"]:
+                for ci in gi["compute_instances"]:
+                    if ci["uuid"] == mig_uuid:
+                        entry.update(gi_id=gi["gi_id"], ci_id=ci["ci_id"], slices=ci["size"])
+                        break
+            if "gi_id" not in entry:
+                raise GpuNotFoundError(f"no MIG device {mig_uuid} on simulated GPU {gpu_index}")
+            share = int(entry["slices"]) / slices  # type: ignore[call-overload]
+        else:
+            share = 1.0
+        entry["extra_power_w"] = (model.power_limit_w - model.idle_power_w) * 0.85 * share
+        gpu["processes"].append(entry)
+    return pid
+
+
+def detach_process(spec: str, gpu_index: int, pid: int, *, root: Path | None = None) -> None:
+    """Unregister a process (as if it exited), crediting its energy to the board counter."""
+    with _machine(spec, root).transaction() as st:
+        gpu = st["gpus"][gpu_index]
+        keep = []
+        for p in gpu["processes"]:
+            if p["pid"] == pid:
+                gpu["extra_energy_mj"] += p.get("extra_power_w", 0.0) * (time.time() - p["started_unix"]) * 1000
+            else:
+                keep.append(p)
+        gpu["processes"] = keep
+
+
+def hold_mode_changes(spec: str, gpu_index: int, hold: bool = True, *, root: Path | None = None) -> None:
+    """Make MIG mode changes stay pending until :func:`reset_gpu` (a GPU some client keeps open)."""
+    with _machine(spec, root).transaction() as st:
+        st["gpus"][gpu_index]["hold_mode_change"] = hold
+
+
+def reset_gpu(spec: str, gpu_index: int, *, root: Path | None = None) -> None:
+    """``nvidia-smi --gpu-reset``: apply a pending MIG mode; refuse while processes run.
+
+    Raises:
+        GpuInUseError: when processes still use the GPU.
+    """
+    with _machine(spec, root).transaction() as st:
+        gpu = st["gpus"][gpu_index]
+        live = [p for p in gpu["processes"] if _alive(p["pid"])]
+        if live:
+            raise GpuInUseError(
+                f"cannot reset simulated GPU {gpu_index}: {len(live)} process(es) use it",
+                hint="stop them first",
+            )
+        gpu["mig_current"] = gpu["mig_pending"]
+        gpu["hold_mode_change"] = False
+        if not gpu["mig_current"]:
+            gpu["gpu_instances"] = []
+
+
+def clear_fault_counters(spec: str, *, root: Path | None = None) -> None:
+    """Start counting calls for ``MIGPERF_SIM_FAULTS`` from zero again."""
+    with _machine(spec, root).transaction() as st:
+        st["fault_calls"] = {}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,1071 @@
+"""A stand-in for ``libnvidia-ml.so``: the C functions, with C semantics.
+
+pynvml's wrapper functions call ``nvmlLib.<symbol>(args...)`` with ctypes
+arguments (``byref`` out-parameters, caller-allocated arrays, opaque handle
+pointers) and turn the returned ``nvmlReturn_t`` into Python values or
+``NVMLError`` subclasses. :class:`SimNvmlLib` implements those symbols over a
+:class:`~migperf.nvml.sim.state.MachineState`, so pynvml's own Python code runs
+unchanged against the simulation: same return types, same quirks, same
+exceptions. A symbol that is not implemented raises ``AttributeError``, which
+pynvml reports as ``NVMLError_FunctionNotFound``, as a real older driver would.
+
+Behaviour that mig-facts.md marks uncertain is chosen as documented here and
+marked ``[U]``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import math
+import os
+import re
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pynvml
+
+from migperf.nvml import catalog
+from migperf.nvml.catalog import (
+    CI_SLICES_OF_ID,
+    SIM_CUDA_DRIVER_VERSION,
+    SIM_DRIVER_VERSION,
+    SIM_NVML_VERSION,
+    GpuModel,
+    ProfileFact,
+)
+from migperf.nvml.naming import compute_instance_profile_name
+from migperf.nvml.sim.faults import FaultPlan
+from migperf.nvml.sim.state import MachineState, mig_uuid
+
+_MIB = 1024 * 1024
+SUCCESS = pynvml.NVML_SUCCESS
+E_UNINIT = pynvml.NVML_ERROR_UNINITIALIZED
+E_INVALID = pynvml.NVML_ERROR_INVALID_ARGUMENT
+E_NOT_SUPPORTED = pynvml.NVML_ERROR_NOT_SUPPORTED
+E_NO_PERMISSION = pynvml.NVML_ERROR_NO_PERMISSION
+E_NOT_FOUND = pynvml.NVML_ERROR_NOT_FOUND
+E_INSUFFICIENT_SIZE = pynvml.NVML_ERROR_INSUFFICIENT_SIZE
+E_IN_USE = pynvml.NVML_ERROR_IN_USE
+E_INSUFFICIENT_RESOURCES = pynvml.NVML_ERROR_INSUFFICIENT_RESOURCES
+E_VERSION_MISMATCH = pynvml.NVML_ERROR_ARGUMENT_VERSION_MISMATCH
+
+
+class _Fail(Exception):
+    """Internal: return this nvmlReturn_t code from the current call."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def _val(x: Any) -> int:
+    """An integer argument, whether passed as int, ctypes scalar or enum."""
+    if isinstance(x, int):
+        return x
+    v = getattr(x, "value", x)
+    return int(v)
+
+
+def _text(x: Any) -> str:
+    """A string argument, whether passed as str, bytes or ``c_char_p``."""
+    x = getattr(x, "value", x)
+    return x.decode() if isinstance(x, bytes) else str(x)
+
+
+def _out(ref: Any) -> Any:
+    """The object an out-parameter (``byref(x)`` or ``pointer(x)``) refers to."""
+    if ref is None:
+        raise _Fail(E_INVALID)
+    obj = getattr(ref, "_obj", None)
+    if obj is not None:
+        return obj
+    contents = getattr(ref, "contents", None)
+    if contents is not None:
+        return contents
+    return ref
+
+
+def fault_name(symbol: str) -> str:
+    """The pynvml-level name of a C symbol, as fault specs spell it."""
+    name = re.sub(r"_v\d+$", "", symbol)
+    if name.endswith(("InfoV", "ByIdV")):
+        name = name[:-1]
+    return name
+
+
+def _nvml(func: Callable[..., None]) -> Callable[..., int]:
+    """Run a simulated C function under the machine lock with fault injection."""
+    symbol = func.__name__
+    name = fault_name(symbol)
+
+    @functools.wraps(func)
+    def wrapper(self: SimNvmlLib, *args: Any) -> int:
+        if self._init_count <= 0 and not symbol.startswith("nvmlInit"):
+            return E_UNINIT
+        with self.machine.transaction() as st:
+            # Failures return inside the transaction so the fault counter (and
+            # pruned processes) are saved; every call validates before it
+            # mutates, so a failed call changes nothing else.
+            action = self.faults.fire(name, st)
+            if action == "crash":
+                # A process killed mid-call: nothing of this call is saved,
+                # as with a real SIGKILL.
+                os.kill(os.getpid(), signal.SIGKILL)
+            if action is not None:
+                return int(action)
+            try:
+                func(self, st, *args)
+            except _Fail as fail:
+                return fail.code
+        return SUCCESS
+
+    return wrapper
+
+
+class SimNvmlLib:
+    """The simulated NVML shared library for one machine."""
+
+    def __init__(self, machine: MachineState, faults: FaultPlan | None = None) -> None:
+        self.machine = machine
+        self.faults = faults or FaultPlan.from_env()
+        self._init_count = 0
+        self._structs: dict[tuple[Any, ...], ctypes.Structure] = {}
+        self._keys: dict[int, tuple[Any, ...]] = {}
+
+    # ----------------------------------------------------------------- handles
+
+    def _set_handle(self, ref: Any, key: tuple[Any, ...]) -> None:
+        struct = self._structs.get(key)
+        if struct is None:
+            kind = key[0]
+            cls = {
+                "gpu": pynvml.struct_c_nvmlDevice_t,
+                "mig": pynvml.struct_c_nvmlDevice_t,
+                "gi": pynvml.struct_c_nvmlGpuInstance_t,
+                "ci": pynvml.struct_c_nvmlComputeInstance_t,
+            }[kind]
+            struct = cls()
+            self._structs[key] = struct
+            self._keys[ctypes.addressof(struct)] = key
+        ptr = _out(ref)
+        ctypes.c_void_p.from_address(ctypes.addressof(ptr)).value = ctypes.addressof(struct)
+
+    def _key(self, handle: Any) -> tuple[Any, ...]:
+        addr = ctypes.cast(handle, ctypes.c_void_p).value if handle is not None else None
+        key = self._keys.get(addr or 0)
+        if key is None:
+            raise _Fail(E_INVALID)
+        return key
+
+    @staticmethod
+    def _gpu(st: dict[str, Any], index: int) -> dict[str, Any]:
+        if not 0 <= index < len(st["gpus"]):
+            raise _Fail(E_INVALID)
+        return st["gpus"][index]
+
+    def _device(self, st: dict[str, Any], handle: Any) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]:
+        """(gpu, gi, ci) for a device or MIG-device handle (gi/ci None for a GPU)."""
+        key = self._key(handle)
+        if key[0] == "gpu":
+            return self._gpu(st, key[1]), None, None
+        if key[0] == "mig":
+            gpu = self._gpu(st, key[1])
+            gi, ci = self._find_ci(gpu, key[2])
+            return gpu, gi, ci
+        raise _Fail(E_INVALID)
+
+    def _parent(self, st: dict[str, Any], handle: Any) -> dict[str, Any]:
+        gpu, gi, _ = self._device(st, handle)
+        if gi is not None:
+            raise _Fail(E_INVALID)
+        return gpu
+
+    @staticmethod
+    def _find_gi(gpu: dict[str, Any], uid: int) -> dict[str, Any]:
+        for gi in gpu["gpu_instances"]:
+            if gi["uid"] == uid:
+                return gi
+        # A handle to an instance that was destroyed [U: driver returns
+        # INVALID_ARGUMENT for stale handles].
+        raise _Fail(E_INVALID)
+
+    @staticmethod
+    def _find_ci(gpu: dict[str, Any], uid: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        for gi in gpu["gpu_instances"]:
+            for ci in gi["compute_instances"]:
+                if ci["uid"] == uid:
+                    return gi, ci
+        raise _Fail(E_INVALID)
+
+    def _gi_handle(self, st: dict[str, Any], handle: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        key = self._key(handle)
+        if key[0] != "gi":
+            raise _Fail(E_INVALID)
+        gpu = self._gpu(st, key[1])
+        return gpu, self._find_gi(gpu, key[2])
+
+    def _ci_handle(self, st: dict[str, Any], handle: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        key = self._key(handle)
+        if key[0] != "ci":
+            raise _Fail(E_INVALID)
+        gpu = self._gpu(st, key[1])
+        gi, ci = self._find_ci(gpu, key[2])
+        return gpu, gi, ci
+
+    # ------------------------------------------------------------------ model
+
+    @staticmethod
+    def _model(gpu: dict[str, Any]) -> GpuModel:
+        return catalog.get_model(gpu["model"])
+
+    def _mig_on(self, gpu: dict[str, Any]) -> bool:
+        return bool(gpu["mig_current"])
+
+    def _require_mig_capable(self, gpu: dict[str, Any]) -> GpuModel:
+        model = self._model(gpu)
+        if not model.mig_capable:
+            raise _Fail(E_NOT_SUPPORTED)
+        return model
+
+    def _require_mig_on(self, gpu: dict[str, Any]) -> GpuModel:
+        model = self._require_mig_capable(gpu)
+        if not self._mig_on(gpu):
+            raise _Fail(E_NOT_SUPPORTED)
+        return model
+
+    def _require_root(self, st: dict[str, Any]) -> None:
+        if st.get("unprivileged"):
+            raise _Fail(E_NO_PERMISSION)
+
+    def _profile_by_id(self, gpu: dict[str, Any], profile_id: int) -> ProfileFact:
+        p = self._model(gpu).profile_by_id(profile_id)
+        if p is None:
+            raise _Fail(E_INVALID)
+        return p
+
+    # ------------------------------------------------------ placement physics
+
+    def _can_place(self, gpu: dict[str, Any], p: ProfileFact, start: int, extra: list[tuple[ProfileFact, int]] | None = None) -> int:
+        """SUCCESS or the error creating ``p`` at ``start`` would get.
+
+        The driver's rules as modelled: allowed start, no memory-slice overlap,
+        compute slices, per-profile instance limit, and the engine budget of
+        the full profile (which is what limits ``+me`` to one instance and
+        makes ``+me.all`` exclusive) [D from mig-facts.md 3 and 4.4].
+        """
+        model = self._model(gpu)
+        if start not in p.starts:
+            return E_INVALID
+        existing = [(self._profile_by_id(gpu, gi["profile_id"]), gi["start"]) for gi in gpu["gpu_instances"]]
+        existing += extra or []
+        used = set()
+        for q, s in existing:
+            used.update(range(s, s + q.memory_slices))
+        if used & set(range(start, start + p.memory_slices)):
+            return E_INSUFFICIENT_RESOURCES
+        if sum(q.compute_slices for q, _ in existing) + p.compute_slices > model.compute_slices:
+            return E_INSUFFICIENT_RESOURCES
+        if sum(1 for q, _ in existing if q.profile_id == p.profile_id) + 1 > p.instances:
+            return E_INSUFFICIENT_RESOURCES
+        full = model.full_profile
+        for attr in ("decoders", "encoders", "jpegs", "ofas"):
+            if sum(getattr(q, attr) for q, _ in existing) + getattr(p, attr) > getattr(full, attr):
+                return E_INSUFFICIENT_RESOURCES
+        return SUCCESS
+
+    @staticmethod
+    def _new_gi_id(gpu: dict[str, Any], model: GpuModel, size: int) -> int:
+        """GI ids come from pools by size class (mig-facts.md 5) [D/U]."""
+        taken = {gi["gi_id"] for gi in gpu["gpu_instances"]}
+        frac = size / model.placement_units
+        pools = {1.0: range(0, 1), 0.5: range(1, 3), 0.25: range(3, 7), 0.125: range(7, 15)}
+        pool = pools.get(frac, range(1, 64))
+        for gid in pool:
+            if gid not in taken:
+                return gid
+        return next(g for g in range(1, 1024) if g not in taken)
+
+    def _next_serial(self, st: dict[str, Any]) -> int:
+        st["serial"] += 1
+        return int(st["serial"])
+
+    def _create_gi(self, st: dict[str, Any], gpu: dict[str, Any], p: ProfileFact, start: int, out: Any) -> None:
+        model = self._model(gpu)
+        uid = self._next_serial(st)
+        gi = {
+            "gi_id": self._new_gi_id(gpu, model, p.memory_slices),
+            "uid": uid,
+            "profile_id": p.profile_id,
+            "start": start,
+            "size": p.memory_slices,
+            "compute_instances": [],
+        }
+        gpu["gpu_instances"].append(gi)
+        self._set_handle(out, ("gi", gpu["index"], uid))
+
+    # ------------------------------------------------------- init / system
+
+    def nvmlInitWithFlags(self, flags: Any) -> int:  # noqa: N802 (C symbol names)
+        with self.machine.transaction():
+            pass
+        self._init_count += 1
+        return SUCCESS
+
+    def nvmlInit_v2(self) -> int:  # noqa: N802
+        return self.nvmlInitWithFlags(0)
+
+    def nvmlShutdown(self) -> int:  # noqa: N802
+        if self._init_count <= 0:
+            return E_UNINIT
+        self._init_count -= 1
+        return SUCCESS
+
+    def nvmlErrorString(self, code: Any) -> bytes:  # noqa: N802
+        strings = {
+            E_IN_USE: b"In use by another client",
+            E_INSUFFICIENT_RESOURCES: b"Insufficient Resources",
+            E_VERSION_MISMATCH: b"Argument version mismatch",
+        }
+        return strings.get(_val(code), b"Unknown Error")
+
+    @staticmethod
+    def _write_str(buf: Any, size: Any, text: str) -> None:
+        data = text.encode()
+        if len(data) + 1 > _val(size):
+            raise _Fail(E_INSUFFICIENT_SIZE)
+        buf.value = data
+
+    @_nvml
+    def nvmlSystemGetDriverVersion(self, st: dict[str, Any], buf: Any, size: Any) -> None:  # noqa: N802
+        self._write_str(buf, size, SIM_DRIVER_VERSION)
+
+    @_nvml
+    def nvmlSystemGetNVMLVersion(self, st: dict[str, Any], buf: Any, size: Any) -> None:  # noqa: N802
+        self._write_str(buf, size, SIM_NVML_VERSION)
+
+    @_nvml
+    def nvmlSystemGetCudaDriverVersion(self, st: dict[str, Any], ref: Any) -> None:  # noqa: N802
+        _out(ref).value = SIM_CUDA_DRIVER_VERSION
+
+    @_nvml
+    def nvmlSystemGetCudaDriverVersion_v2(self, st: dict[str, Any], ref: Any) -> None:  # noqa: N802
+        _out(ref).value = SIM_CUDA_DRIVER_VERSION
+
+    @_nvml
+    def nvmlDeviceGetCount_v2(self, st: dict[str, Any], ref: Any) -> None:  # noqa: N802
+        _out(ref).value = len(st["gpus"])
+
+    @_nvml
+    def nvmlDeviceGetHandleByIndex_v2(self, st: dict[str, Any], index: Any, ref: Any) -> None:  # noqa: N802
+        i = _val(index)
+        self._gpu(st, i)
+        self._set_handle(ref, ("gpu", i))
+
+    @_nvml
+    def nvmlDeviceGetHandleByUUID(self, st: dict[str, Any], uuid: Any, ref: Any) -> None:  # noqa: N802
+        text = _text(uuid)
+        for gpu in st["gpus"]:
+            if gpu["uuid"] == text:
+                self._set_handle(ref, ("gpu", gpu["index"]))
+                return
+            for gi in gpu["gpu_instances"]:
+                for ci in gi["compute_instances"]:
+                    if ci["uuid"] == text:
+                        self._set_handle(ref, ("mig", gpu["index"], ci["uid"]))
+                        return
+        raise _Fail(E_NOT_FOUND)
+
+    @_nvml
+    def nvmlDeviceGetHandleByPciBusId_v2(self, st: dict[str, Any], bus_id: Any, ref: Any) -> None:  # noqa: N802
+        text = _text(bus_id).upper()
+        for gpu in st["gpus"]:
+            if gpu["pci_bus_id"].upper().endswith(text[-12:]):
+                self._set_handle(ref, ("gpu", gpu["index"]))
+                return
+        raise _Fail(E_NOT_FOUND)
+
+    # -------------------------------------------------------- device identity
+
+    def _ci_name(self, gpu: dict[str, Any], gi: dict[str, Any], ci: dict[str, Any]) -> str:
+        p = self._profile_by_id(gpu, gi["profile_id"])
+        return compute_instance_profile_name(CI_SLICES_OF_ID[ci["profile_id"]], p.name)
+
+    @_nvml
+    def nvmlDeviceGetName(self, st: dict[str, Any], handle: Any, buf: Any, size: Any) -> None:  # noqa: N802
+        gpu, gi, ci = self._device(st, handle)
+        name = self._model(gpu).name
+        if gi is not None and ci is not None:
+            # "<parent> MIG <profile>" as CUDA shows it [V for CUDA, U for NVML].
+            name = f"{name} MIG {self._ci_name(gpu, gi, ci)}"
+        self._write_str(buf, size, name)
+
+    @_nvml
+    def nvmlDeviceGetUUID(self, st: dict[str, Any], handle: Any, buf: Any, size: Any) -> None:  # noqa: N802
+        gpu, gi, ci = self._device(st, handle)
+        self._write_str(buf, size, ci["uuid"] if ci is not None else gpu["uuid"])
+
+    @_nvml
+    def nvmlDeviceGetSerial(self, st: dict[str, Any], handle: Any, buf: Any, size: Any) -> None:  # noqa: N802
+        gpu = self._parent(st, handle)
+        self._write_str(buf, size, f"{1320000000000 + gpu['index']:013d}")
+
+    @_nvml
+    def nvmlDeviceGetIndex(self, st: dict[str, Any], handle: Any, ref: Any) -> None:  # noqa: N802
+        gpu, gi, ci = self._device(st, handle)
+        if ci is None:
+            _out(ref).value = gpu["index"]
+        else:
+            _out(ref).value = self._mig_index(gpu, ci)
+
+    @_nvml
+    def nvmlDeviceGetMinorNumber(self, st: dict[str, Any], handle: Any, ref: Any) -> None:  # noqa: N802
+        _out(ref).value = self._parent(st, handle)["index"]
+
+    @_nvml
+    def nvmlDeviceGetPciInfo_v3(self, st: dict[str, Any], handle: Any, ref: Any) -> None:  # noqa: N802
+        gpu = self._parent(st, handle)
+        info = _out(ref)
+        bus = gpu["pci_bus_id"]
+        info.busId = bus.encode()
+        info.busIdLegacy = bus[4:].encode()
+        info.domain = 0
+        info.bus = int(bus.split(":")[1], 16)
+        info.device = 0
+        info.pciDeviceId = self._model(gpu).pci_device_id
+        info.pciSubSystemId = 0x147E10DE
+
+    @_nvml
+    def nvmlDeviceGetCudaComputeCapability(self, st: dict[str, Any], handle: Any, major: Any, minor: Any) -> None:  # noqa: N802
+        gpu, _, _ = self._device(st, handle)
+        cc = self._model(gpu).compute_capability
+        _out(major).value, _out(minor).value = cc
+
+    @_nvml
+    def nvmlDeviceGetArchitecture(self, st: dict[str, Any], handle: Any, ref: Any) -> None:  # noqa: N802
+        gpu, _, _ = self._device(st, handle)
+        _out(ref).value = self._model(gpu).architecture
+
+    @_nvml
+    def nvmlDeviceGetMemoryInfo(self, st: dict[str, Any], handle: Any, ref: Any) -> None:  # noqa: N802
+        self._memory(st, handle, _out(ref))
+
+    @_nvml
+    def nvmlDeviceGetMemoryInfo_v2(self, st: dict[str, Any], handle: Any, ref: Any) -> None:  # noqa: N802
+        mem = _out(ref)
+        if mem.version != pynvml.nvmlMemory_v2:
+            raise _Fail(E_VERSION_MISMATCH)
+        self._memory(st, handle, mem)
+        mem.reserved = 0
+
+    def _memory(self, st: dict[str, Any], handle: Any, mem: Any) -> None:
+        gpu, gi, _ = self._device(st, handle)
+        self._prune_processes(gpu)
+        if gi is None:
+            total_mib = self._model(gpu).memory_total_mib
+            procs = gpu["processes"]
+        else:
+            total_mib = self._profile_by_id(gpu, gi["profile_id"]).memory_mib
+            procs = [p for p in gpu["processes"] if p.get("gi_id") == gi["gi_id"]]
+        used = int(sum(p["used_mib"] for p in procs) * _MIB)
+        mem.total = total_mib * _MIB
+        mem.used = min(used, mem.total)
+        mem.free = mem.total - mem.used
+
+    # ------------------------------------------------------------- MIG mode
+
+    @_nvml
+    def nvmlDeviceGetMigMode(self, st: dict[str, Any], handle: Any, cur: Any, pending: Any) -> None:  # noqa: N802
+        gpu = self._parent(st, handle)
+        self._require_mig_capable(gpu)
+        _out(cur).value = gpu["mig_current"]
+        _out(pending).value = gpu["mig_pending"]
+
+    @_nvml
+    def nvmlDeviceSetMigMode(self, st: dict[str, Any], handle: Any, mode: Any, status: Any) -> None:  # noqa: N802
+        gpu = self._parent(st, handle)
+        self._require_mig_capable(gpu)
+        self._require_root(st)
+        m = _val(mode)
+        if m not in (0, 1):
+            raise _Fail(E_INVALID)
+        if gpu["gpu_instances"] and m == 0:
+            # Instances must be destroyed before MIG can be turned off [U].
+            raise _Fail(E_IN_USE)
+        gpu["mig_pending"] = m
+        self._prune_processes(gpu)
+        if m == gpu["mig_current"]:
+            _out(status).value = SUCCESS
+        elif gpu["processes"] or gpu.get("hold_mode_change"):
+            # Busy GPU: the change stays pending until a reset (S2: "pending
+            # enable state ... In use by another client").
+            _out(status).value = E_IN_USE
+        else:
+            gpu["mig_current"] = m
+            _out(status).value = SUCCESS
+
+    # --------------------------------------------------- GPU-instance profiles
+
+    def _fill_gi_profile(self, gpu: dict[str, Any], p: ProfileFact, info: Any) -> None:
+        info.id = p.profile_id
+        info.isP2pSupported = 0
+        info.sliceCount = p.compute_slices
+        info.instanceCount = p.instances
+        info.multiprocessorCount = p.sm_count
+        info.copyEngineCount = p.copy_engines
+        info.decoderCount = p.decoders
+        info.encoderCount = p.encoders
+        info.jpegCount = p.jpegs
+        info.ofaCount = p.ofas
+        info.memorySizeMB = p.memory_mib
+        if hasattr(info, "name"):
+            # The driver's own name string [U: very likely "MIG <profile>"].
+            info.name = f"MIG {p.name}".encode()
+
+    def _profile_by_index(self, gpu: dict[str, Any], index: int) -> ProfileFact:
+        if not 0 <= index < catalog.PROFILE_COUNT:
+            raise _Fail(E_INVALID)
+        p = self._model(gpu).profile_by_index(index)
+        if p is None:
+            raise _Fail(E_NOT_SUPPORTED)
+        return p
+
+    @_nvml
+    def nvmlDeviceGetGpuInstanceProfileInfo(self, st: dict[str, Any], handle: Any, index: Any, ref: Any) -> None:  # noqa: N802
+        # v1: documented to fail only when the GPU lacks MIG, so it answers
+        # with MIG disabled too (mig-facts.md 8.2).
+        gpu = self._parent(st, handle)
+        self._require_mig_capable(gpu)
+        self._fill_gi_profile(gpu, self._profile_by_index(gpu, _val(index)), _out(ref))
+
+    @_nvml
+    def nvmlDeviceGetGpuInstanceProfileInfoV(self, st: dict[str, Any], handle: Any, index: Any, ref: Any) -> None:  # noqa: N802
+        gpu = self._parent(st, handle)
+        info = _out(ref)
+        if info.version != pynvml.nvmlGpuInstanceProfileInfo_v2:
+            raise _Fail(E_VERSION_MISMATCH)
+        self._require_mig_on(gpu)
+        self._fill_gi_profile(gpu, self._profile_by_index(gpu, _val(index)), info)
+
+    @_nvml
+    def nvmlDeviceGetGpuInstanceProfileInfoByIdV(self, st: dict[str, Any], handle: Any, profile_id: Any, ref: Any) -> None:  # noqa: N802
+        gpu = self._parent(st, handle)
+        info = _out(ref)
+        if info.version != pynvml.nvmlGpuInstanceProfileInfo_v2:
+            raise _Fail(E_VERSION_MISMATCH)
+        self._require_mig_on(gpu)
+        p = self._model(gpu).profile_by_id(_val(profile_id))
+        if p is None:
+            raise _Fail(E_NOT_SUPPORTED)
+        self._fill_gi_profile(gpu, p, info)
+
+    @_nvml
+    def nvmlDeviceGetGpuInstancePossiblePlacements_v2(self, st: dict[str, Any], handle: Any, profile_id: Any, arr: Any, count: Any) -> None:  # noqa: N802
+        # Works "regardless of whether MIG is enabled or not" (nvml.h).
+        gpu = self._parent(st, handle)
+        self._require_mig_capable(gpu)
+        p = self._profile_by_id(gpu, _val(profile_id))
+        cnt = _out(count)
+        if arr is None:
+            cnt.value = len(p.starts)
+            return
+        if cnt.value < len(p.starts):
+            cnt.value = len(p.starts)
+            raise _Fail(E_INSUFFICIENT_SIZE)
+        for i, s in enumerate(p.starts):
+            arr[i].start = s
+            arr[i].size = p.memory_slices
+        cnt.value = len(p.starts)
+
+    @_nvml
+    def nvmlDeviceGetGpuInstanceRemainingCapacity(self, st: dict[str, Any], handle: Any, profile_id: Any, ref: Any) -> None:  # noqa: N802
+        gpu = self._parent(st, handle)
+        self._require_mig_on(gpu)
+        self._require_root(st)
+        p = self._profile_by_id(gpu, _val(profile_id))
+        # How many more could be placed, greedily from the lowest start
+        # (optimal for one aligned profile) [U: mig-facts.md 14.6].
+        extra: list[tuple[ProfileFact, int]] = []
+        for s in p.starts:
+            if self._can_place(gpu, p, s, extra) == SUCCESS:
+                extra.append((p, s))
+        _out(ref).value = len(extra)
+
+    # ------------------------------------------------ GPU-instance lifecycle
+
+    @_nvml
+    def nvmlDeviceCreateGpuInstance(self, st: dict[str, Any], handle: Any, profile_id: Any, out: Any) -> None:  # noqa: N802
+        gpu = self._parent(st, handle)
+        self._require_mig_on(gpu)
+        self._require_root(st)
+        p = self._profile_by_id(gpu, _val(profile_id))
+        # Default placement: the highest free start first (3g takes 4:4, 1g
+        # takes 6 first), which reproduces the creation-order failures the MIG
+        # guide describes [U: observed pattern, not a documented rule].
+        for s in sorted(p.starts, reverse=True):
+            if self._can_place(gpu, p, s) == SUCCESS:
+                self._create_gi(st, gpu, p, s, out)
+                return
+        raise _Fail(E_INSUFFICIENT_RESOURCES)
+
+    @_nvml
+    def nvmlDeviceCreateGpuInstanceWithPlacement(self, st: dict[str, Any], handle: Any, profile_id: Any, placement: Any, out: Any) -> None:  # noqa: N802
+        gpu = self._parent(st, handle)
+        self._require_mig_on(gpu)
+        self._require_root(st)
+        p = self._profile_by_id(gpu, _val(profile_id))
+        pl = _out(placement)
+        if pl.size != p.memory_slices:
+            raise _Fail(E_INVALID)
+        code = self._can_place(gpu, p, pl.start)
+        if code != SUCCESS:
+            raise _Fail(code)
+        self._create_gi(st, gpu, p, pl.start, out)
+
+    @_nvml
+    def nvmlGpuInstanceDestroy(self, st: dict[str, Any], handle: Any) -> None:  # noqa: N802
+        gpu, gi = self._gi_handle(st, handle)
+        self._require_root(st)
+        self._prune_processes(gpu)
+        if gi["compute_instances"] or any(p.get("gi_id") == gi["gi_id"] for p in gpu["processes"]):
+            raise _Fail(E_IN_USE)
+        gpu["gpu_instances"].remove(gi)
+
+    @_nvml
+    def nvmlDeviceGetGpuInstances(self, st: dict[str, Any], handle: Any, profile_id: Any, arr: Any, count: Any) -> None:  # noqa: N802
+        gpu = self._parent(st, handle)
+        self._require_mig_on(gpu)
+        self._require_root(st)
+        pid = _val(profile_id)
+        self._profile_by_id(gpu, pid)
+        gis = sorted((g for g in gpu["gpu_instances"] if g["profile_id"] == pid), key=lambda g: g["gi_id"])
+        cnt = _out(count)
+        if arr is None or cnt.value < len(gis):
+            cnt.value = len(gis)
+            raise _Fail(E_INSUFFICIENT_SIZE)
+        for i, gi in enumerate(gis):
+            h = pynvml.c_nvmlGpuInstance_t()
+            self._set_handle(ctypes.byref(h), ("gi", gpu["index"], gi["uid"]))
+            arr[i] = h
+        cnt.value = len(gis)
+
+    @_nvml
+    def nvmlDeviceGetGpuInstanceById(self, st: dict[str, Any], handle: Any, gi_id: Any, out: Any) -> None:  # noqa: N802
+        gpu = self._parent(st, handle)
+        self._require_mig_on(gpu)
+        self._require_root(st)
+        for gi in gpu["gpu_instances"]:
+            if gi["gi_id"] == _val(gi_id):
+                self._set_handle(out, ("gi", gpu["index"], gi["uid"]))
+                return
+        raise _Fail(E_NOT_FOUND)
+
+    @_nvml
+    def nvmlGpuInstanceGetInfo(self, st: dict[str, Any], handle: Any, ref: Any) -> None:  # noqa: N802
+        gpu, gi = self._gi_handle(st, handle)
+        info = _out(ref)
+        dev = pynvml.c_nvmlDevice_t()
+        self._set_handle(ctypes.byref(dev), ("gpu", gpu["index"]))
+        info.device = dev
+        info.id = gi["gi_id"]
+        info.profileId = gi["profile_id"]
+        info.placement.start = gi["start"]
+        info.placement.size = gi["size"]
+
+    # ------------------------------------------------ compute instances
+
+    def _ci_profile(self, gpu: dict[str, Any], gi: dict[str, Any], ci_profile_id: int) -> tuple[int, list[int]]:
+        """(compute slices, allowed starts) of a CI profile inside ``gi``."""
+        if not 0 <= ci_profile_id < pynvml.NVML_COMPUTE_INSTANCE_PROFILE_COUNT:
+            raise _Fail(E_INVALID)
+        c = CI_SLICES_OF_ID.get(ci_profile_id)
+        g = self._profile_by_id(gpu, gi["profile_id"]).compute_slices
+        if c is None or c not in catalog.ci_slice_options(g):
+            raise _Fail(E_NOT_SUPPORTED)
+        return c, list(range(0, g - c + 1, c))
+
+    def _fill_ci_profile(self, gpu: dict[str, Any], gi: dict[str, Any], ci_profile_id: int, info: Any) -> None:
+        p = self._profile_by_id(gpu, gi["profile_id"])
+        c, starts = self._ci_profile(gpu, gi, ci_profile_id)
+        info.id = ci_profile_id
+        info.sliceCount = c
+        info.instanceCount = len(starts)
+        info.multiprocessorCount = catalog.ci_sm_count(p.sm_count, p.compute_slices, c)
+        info.sharedCopyEngineCount = p.copy_engines
+        info.sharedDecoderCount = p.decoders
+        info.sharedEncoderCount = p.encoders
+        info.sharedJpegCount = p.jpegs
+        info.sharedOfaCount = p.ofas
+        if hasattr(info, "name"):
+            info.name = f"MIG {compute_instance_profile_name(c, p.name)}".encode()
+
+    @_nvml
+    def nvmlGpuInstanceGetComputeInstanceProfileInfo(self, st: dict[str, Any], handle: Any, profile: Any, eng: Any, ref: Any) -> None:  # noqa: N802
+        gpu, gi = self._gi_handle(st, handle)
+        if _val(eng) != pynvml.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED:
+            raise _Fail(E_INVALID)
+        self._fill_ci_profile(gpu, gi, _val(profile), _out(ref))
+
+    @_nvml
+    def nvmlGpuInstanceGetComputeInstanceProfileInfoV(self, st: dict[str, Any], handle: Any, profile: Any, eng: Any, ref: Any) -> None:  # noqa: N802
+        gpu, gi = self._gi_handle(st, handle)
+        info = _out(ref)
+        if info.version != pynvml.nvmlComputeInstanceProfileInfo_v2:
+            raise _Fail(E_VERSION_MISMATCH)
+        if _val(eng) != pynvml.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED:
+            raise _Fail(E_INVALID)
+        self._fill_ci_profile(gpu, gi, _val(profile), info)
+
+    def _ci_free_starts(self, gpu: dict[str, Any], gi: dict[str, Any], c: int, starts: list[int]) -> list[int]:
+        used: set[int] = set()
+        for ci in gi["compute_instances"]:
+            used.update(range(ci["start"], ci["start"] + ci["size"]))
+        g = self._profile_by_id(gpu, gi["profile_id"]).compute_slices
+        free = [s for s in starts if not used & set(range(s, s + c))]
+        # Compute slices are also a budget: 1c + 2c on a 3g GI leaves none.
+        if sum(ci["size"] for ci in gi["compute_instances"]) + c > g:
+            return []
+        return free
+
+    @_nvml
+    def nvmlGpuInstanceGetComputeInstanceRemainingCapacity(self, st: dict[str, Any], handle: Any, profile_id: Any, ref: Any) -> None:  # noqa: N802
+        gpu, gi = self._gi_handle(st, handle)
+        c, starts = self._ci_profile(gpu, gi, _val(profile_id))
+        n = 0
+        placed: list[dict[str, Any]] = []
+        probe = dict(gi, compute_instances=list(gi["compute_instances"]))
+        for s in starts:
+            if s in self._ci_free_starts(gpu, probe, c, starts):
+                ci = {"start": s, "size": c}
+                probe["compute_instances"].append(ci)
+                placed.append(ci)
+                n += 1
+        _out(ref).value = n
+
+    @_nvml
+    def nvmlGpuInstanceGetComputeInstancePossiblePlacements(self, st: dict[str, Any], handle: Any, profile_id: Any, arr: Any, count: Any) -> None:  # noqa: N802
+        gpu, gi = self._gi_handle(st, handle)
+        c, starts = self._ci_profile(gpu, gi, _val(profile_id))
+        cnt = _out(count)
+        if arr is None:
+            cnt.value = len(starts)
+            return
+        if cnt.value < len(starts):
+            cnt.value = len(starts)
+            raise _Fail(E_INSUFFICIENT_SIZE)
+        for i, s in enumerate(starts):
+            arr[i].start = s
+            arr[i].size = c
+        cnt.value = len(starts)
+
+    def _create_ci(self, st: dict[str, Any], gpu: dict[str, Any], gi: dict[str, Any], ci_profile_id: int, start: int | None, out: Any) -> None:
+        self._require_root(st)
+        c, starts = self._ci_profile(gpu, gi, ci_profile_id)
+        free = self._ci_free_starts(gpu, gi, c, starts)
+        if start is None:
+            if not free:
+                raise _Fail(E_INSUFFICIENT_RESOURCES)
+            start = free[0]
+        elif start not in starts:
+            raise _Fail(E_INVALID)
+        elif start not in free:
+            raise _Fail(E_INSUFFICIENT_RESOURCES)
+        taken = {ci["ci_id"] for ci in gi["compute_instances"]}
+        uid = self._next_serial(st)
+        gi["compute_instances"].append(
+            {
+                "ci_id": next(i for i in range(64) if i not in taken),
+                "uid": uid,
+                "profile_id": ci_profile_id,
+                "start": start,
+                "size": c,
+                "uuid": mig_uuid(gpu["uuid"], uid),
+            }
+        )
+        self._set_handle(out, ("ci", gpu["index"], uid))
+
+    @_nvml
+    def nvmlGpuInstanceCreateComputeInstance(self, st: dict[str, Any], handle: Any, profile_id: Any, out: Any) -> None:  # noqa: N802
+        gpu, gi = self._gi_handle(st, handle)
+        self._create_ci(st, gpu, gi, _val(profile_id), None, out)
+
+    @_nvml
+    def nvmlGpuInstanceCreateComputeInstanceWithPlacement(self, st: dict[str, Any], handle: Any, profile_id: Any, placement: Any, out: Any) -> None:  # noqa: N802
+        gpu, gi = self._gi_handle(st, handle)
+        pl = _out(placement)
+        c, _ = self._ci_profile(gpu, gi, _val(profile_id))
+        if pl.size != c:
+            raise _Fail(E_INVALID)
+        self._create_ci(st, gpu, gi, _val(profile_id), pl.start, out)
+
+    @_nvml
+    def nvmlComputeInstanceDestroy(self, st: dict[str, Any], handle: Any) -> None:  # noqa: N802
+        gpu, gi, ci = self._ci_handle(st, handle)
+        self._require_root(st)
+        self._prune_processes(gpu)
+        if any(p.get("gi_id") == gi["gi_id"] and p.get("ci_id") == ci["ci_id"] for p in gpu["processes"]):
+            raise _Fail(E_IN_USE)
+        gi["compute_instances"].remove(ci)
+
+    @_nvml
+    def nvmlGpuInstanceGetComputeInstances(self, st: dict[str, Any], handle: Any, profile_id: Any, arr: Any, count: Any) -> None:  # noqa: N802
+        gpu, gi = self._gi_handle(st, handle)
+        pid = _val(profile_id)
+        self._ci_profile(gpu, gi, pid)
+        cis = sorted((c for c in gi["compute_instances"] if c["profile_id"] == pid), key=lambda c: c["ci_id"])
+        cnt = _out(count)
+        if arr is None or cnt.value < len(cis):
+            cnt.value = len(cis)
+            raise _Fail(E_INSUFFICIENT_SIZE)
+        for i, ci in enumerate(cis):
+            h = pynvml.c_nvmlComputeInstance_t()
+            self._set_handle(ctypes.byref(h), ("ci", gpu["index"], ci["uid"]))
+            arr[i] = h
+        cnt.value = len(cis)
+
+    @_nvml
+    def nvmlGpuInstanceGetComputeInstanceById(self, st: dict[str, Any], handle: Any, ci_id: Any, out: Any) -> None:  # noqa: N802
+        gpu, gi = self._gi_handle(st, handle)
+        for ci in gi["compute_instances"]:
+            if ci["ci_id"] == _val(ci_id):
+                self._set_handle(out, ("ci", gpu["index"], ci["uid"]))
+                return
+        raise _Fail(E_NOT_FOUND)
+
+    @_nvml
+    def nvmlComputeInstanceGetInfo_v2(self, st: dict[str, Any], handle: Any, ref: Any) -> None:  # noqa: N802
+        gpu, gi, ci = self._ci_handle(st, handle)
+        info = _out(ref)
+        dev = pynvml.c_nvmlDevice_t()
+        self._set_handle(ctypes.byref(dev), ("gpu", gpu["index"]))
+        gih = pynvml.c_nvmlGpuInstance_t()
+        self._set_handle(ctypes.byref(gih), ("gi", gpu["index"], gi["uid"]))
+        info.device = dev
+        info.gpuInstance = gih
+        info.id = ci["ci_id"]
+        info.profileId = ci["profile_id"]
+        info.placement.start = ci["start"]
+        info.placement.size = ci["size"]
+
+    # ------------------------------------------------------- MIG devices
+
+    @staticmethod
+    def _mig_order(gpu: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """MIG devices sorted by (GI id, CI id), the observed enumeration order."""
+        pairs = [(gi, ci) for gi in gpu["gpu_instances"] for ci in gi["compute_instances"]]
+        return sorted(pairs, key=lambda p: (p[0]["gi_id"], p[1]["ci_id"]))
+
+    def _mig_index(self, gpu: dict[str, Any], ci: dict[str, Any]) -> int:
+        return [c["uid"] for _, c in self._mig_order(gpu)].index(ci["uid"])
+
+    @_nvml
+    def nvmlDeviceIsMigDeviceHandle(self, st: dict[str, Any], handle: Any, ref: Any) -> None:  # noqa: N802
+        _out(ref).value = 1 if self._key(handle)[0] == "mig" else 0
+
+    @_nvml
+    def nvmlDeviceGetGpuInstanceId(self, st: dict[str, Any], handle: Any, ref: Any) -> None:  # noqa: N802
+        _, gi, _ = self._device(st, handle)
+        if gi is None:
+            raise _Fail(E_NOT_SUPPORTED)
+        _out(ref).value = gi["gi_id"]
+
+    @_nvml
+    def nvmlDeviceGetComputeInstanceId(self, st: dict[str, Any], handle: Any, ref: Any) -> None:  # noqa: N802
+        _, _, ci = self._device(st, handle)
+        if ci is None:
+            raise _Fail(E_NOT_SUPPORTED)
+        _out(ref).value = ci["ci_id"]
+
+    @_nvml
+    def nvmlDeviceGetMaxMigDeviceCount(self, st: dict[str, Any], handle: Any, ref: Any) -> None:  # noqa: N802
+        gpu = self._parent(st, handle)
+        model = self._model(gpu)
+        # "Returns zero if MIG is not supported or enabled"; 7 on an A100.
+        _out(ref).value = model.compute_slices if model.mig_capable and self._mig_on(gpu) else 0
+
+    @_nvml
+    def nvmlDeviceGetMigDeviceHandleByIndex(self, st: dict[str, Any], handle: Any, index: Any, out: Any) -> None:  # noqa: N802
+        gpu = self._parent(st, handle)
+        self._require_mig_on(gpu)
+        order = self._mig_order(gpu)
+        i = _val(index)
+        if not 0 <= i < len(order):
+            raise _Fail(E_NOT_FOUND)
+        self._set_handle(out, ("mig", gpu["index"], order[i][1]["uid"]))
+
+    @_nvml
+    def nvmlDeviceGetDeviceHandleFromMigDeviceHandle(self, st: dict[str, Any], handle: Any, out: Any) -> None:  # noqa: N802
+        key = self._key(handle)
+        if key[0] != "mig":
+            raise _Fail(E_INVALID)
+        self._set_handle(out, ("gpu", key[1]))
+
+    @_nvml
+    def nvmlDeviceGetAttributes_v2(self, st: dict[str, Any], handle: Any, ref: Any) -> None:  # noqa: N802
+        gpu, gi, ci = self._device(st, handle)
+        if gi is None or ci is None:
+            # "This API currently only supports MIG device handles."
+            raise _Fail(E_NOT_SUPPORTED)
+        p = self._profile_by_id(gpu, gi["profile_id"])
+        a = _out(ref)
+        a.multiprocessorCount = catalog.ci_sm_count(p.sm_count, p.compute_slices, ci["size"])
+        a.sharedCopyEngineCount = p.copy_engines
+        a.sharedDecoderCount = p.decoders
+        a.sharedEncoderCount = p.encoders
+        a.sharedJpegCount = p.jpegs
+        a.sharedOfaCount = p.ofas
+        a.gpuInstanceSliceCount = p.compute_slices
+        a.computeInstanceSliceCount = ci["size"]
+        a.memorySizeMB = p.memory_mib
+
+    # ------------------------------------------------------------ processes
+
+    @staticmethod
+    def _prune_processes(gpu: dict[str, Any]) -> None:
+        """Forget processes that have exited, as the driver does."""
+        alive = []
+        for p in gpu["processes"]:
+            try:
+                os.kill(p["pid"], 0)
+            except ProcessLookupError:
+                gpu["extra_energy_mj"] += p.get("extra_power_w", 0.0) * (time.time() - p["started_unix"]) * 1000
+                continue
+            except PermissionError:
+                pass
+            alive.append(p)
+        gpu["processes"] = alive
+
+    @_nvml
+    def nvmlDeviceGetComputeRunningProcesses_v3(self, st: dict[str, Any], handle: Any, count: Any, arr: Any) -> None:  # noqa: N802
+        gpu, gi, ci = self._device(st, handle)
+        self._prune_processes(gpu)
+        procs = gpu["processes"]
+        if gi is not None and ci is not None:
+            procs = [p for p in procs if p.get("gi_id") == gi["gi_id"] and p.get("ci_id") == ci["ci_id"]]
+        cnt = _out(count)
+        if not procs:
+            cnt.value = 0
+            return
+        if arr is None or cnt.value < len(procs):
+            cnt.value = len(procs)
+            raise _Fail(E_INSUFFICIENT_SIZE)
+        for i, p in enumerate(procs):
+            arr[i].pid = p["pid"]
+            arr[i].usedGpuMemory = int(p["used_mib"] * _MIB)
+            arr[i].gpuInstanceId = p["gi_id"] if p.get("gi_id") is not None else 0xFFFFFFFF
+            arr[i].computeInstanceId = p["ci_id"] if p.get("ci_id") is not None else 0xFFFFFFFF
+        cnt.value = len(procs)
+
+    @_nvml
+    def nvmlDeviceGetComputeMode(self, st: dict[str, Any], handle: Any, ref: Any) -> None:  # noqa: N802
+        gpu, gi, _ = self._device(st, handle)
+        if gi is None and self._mig_on(gpu):
+            # "If MIG is enabled on a GPU, device must be MIG device handle."
+            raise _Fail(E_NOT_SUPPORTED)
+        _out(ref).value = gpu["compute_mode"]
+
+    # ------------------------------------------------------------ telemetry
+
+    def _load_fraction(self, gpu: dict[str, Any]) -> float:
+        """Share of the GPU's compute slices that simulated processes keep busy."""
+        self._prune_processes(gpu)
+        if not gpu["processes"]:
+            return 0.0
+        model = self._model(gpu)
+        if not self._mig_on(gpu) or not model.mig_capable:
+            return 1.0
+        busy = set()
+        for p in gpu["processes"]:
+            busy.add((p.get("gi_id"), p.get("ci_id"), p.get("slices", 1)))
+        return min(1.0, sum(s for _, _, s in busy) / model.compute_slices)
+
+    def _board_only(self, st: dict[str, Any], handle: Any) -> dict[str, Any]:
+        gpu, gi, _ = self._device(st, handle)
+        if gi is not None:
+            # Board sensors are not attributed to MIG devices [U: likely
+            # NOT_SUPPORTED; nomad skips them on MIG handles].
+            raise _Fail(E_NOT_SUPPORTED)
+        return gpu
+
+    def _power_w(self, gpu: dict[str, Any]) -> float:
+        model = self._model(gpu)
+        load = self._load_fraction(gpu)
+        # A small deterministic ripple so traces are not flat lines.
+        ripple = 1.0 + 0.01 * math.sin(time.time() * 2.0)
+        return (model.idle_power_w + (model.power_limit_w - model.idle_power_w) * 0.85 * load) * ripple
+
+    @_nvml
+    def nvmlDeviceGetPowerUsage(self, st: dict[str, Any], handle: Any, ref: Any) -> None:  # noqa: N802
+        gpu = self._board_only(st, handle)
+        _out(ref).value = int(self._power_w(gpu) * 1000)
+
+    @_nvml
+    def nvmlDeviceGetTotalEnergyConsumption(self, st: dict[str, Any], handle: Any, ref: Any) -> None:  # noqa: N802
+        gpu = self._board_only(st, handle)
+        model = self._model(gpu)
+        now = time.time()
+        self._load_fraction(gpu)  # prunes exited processes into extra_energy_mj
+        mj = model.idle_power_w * (now - st["driver_loaded_unix"]) * 1000 + gpu["extra_energy_mj"]
+        for p in gpu["processes"]:
+            mj += p.get("extra_power_w", 0.0) * (now - p["started_unix"]) * 1000
+        _out(ref).value = int(mj)
+
+    @_nvml
+    def nvmlDeviceGetEnforcedPowerLimit(self, st: dict[str, Any], handle: Any, ref: Any) -> None:  # noqa: N802
+        gpu = self._board_only(st, handle)
+        _out(ref).value = self._model(gpu).power_limit_w * 1000
+
+    @_nvml
+    def nvmlDeviceGetPowerManagementLimit(self, st: dict[str, Any], handle: Any, ref: Any) -> None:  # noqa: N802
+        gpu = self._board_only(st, handle)
+        _out(ref).value = self._model(gpu).power_limit_w * 1000
+
+    @_nvml
+    def nvmlDeviceGetTemperature(self, st: dict[str, Any], handle: Any, sensor: Any, ref: Any) -> None:  # noqa: N802
+        gpu = self._board_only(st, handle)
+        if _val(sensor) != pynvml.NVML_TEMPERATURE_GPU:
+            raise _Fail(E_INVALID)
+        _out(ref).value = int(31 + 40 * self._load_fraction(gpu))
+
+    def _clock(self, gpu: dict[str, Any], clock_type: int, maximum: bool) -> int:
+        model = self._model(gpu)
+        busy = maximum or self._load_fraction(gpu) > 0
+        if clock_type in (pynvml.NVML_CLOCK_GRAPHICS, pynvml.NVML_CLOCK_SM):
+            return model.max_sm_clock_mhz if busy else 210
+        if clock_type == pynvml.NVML_CLOCK_MEM:
+            return model.max_mem_clock_mhz
+        if clock_type == pynvml.NVML_CLOCK_VIDEO:
+            return 1275 if busy else 555
+        raise _Fail(E_INVALID)
+
+    @_nvml
+    def nvmlDeviceGetClockInfo(self, st: dict[str, Any], handle: Any, clock_type: Any, ref: Any) -> None:  # noqa: N802
+        gpu = self._board_only(st, handle)
+        _out(ref).value = self._clock(gpu, _val(clock_type), maximum=False)
+
+    @_nvml
+    def nvmlDeviceGetMaxClockInfo(self, st: dict[str, Any], handle: Any, clock_type: Any, ref: Any) -> None:  # noqa: N802
+        gpu = self._board_only(st, handle)
+        _out(ref).value = self._clock(gpu, _val(clock_type), maximum=True)
+
+    @_nvml
+    def nvmlDeviceGetUtilizationRates(self, st: dict[str, Any], handle: Any, ref: Any) -> None:  # noqa: N802
+        gpu, gi, _ = self._device(st, handle)
+        if gi is not None or self._mig_on(gpu):
+            # "On MIG-enabled GPUs, querying device utilization rates is not
+            # currently supported" (nvml.h) [V].
+            raise _Fail(E_NOT_SUPPORTED)
+        load = self._load_fraction(gpu)
+        u = _out(ref)
+        u.gpu = int(100 * load)
+        u.memory = int(60 * load)
+
+    @_nvml
+    def nvmlDeviceGetCurrentClocksEventReasons(self, st: dict[str, Any], handle: Any, ref: Any) -> None:  # noqa: N802
+        gpu = self._board_only(st, handle)
+        idle = self._load_fraction(gpu) == 0
+        _out(ref).value = pynvml.nvmlClocksEventReasonGpuIdle if idle else pynvml.nvmlClocksEventReasonNone
+
+    nvmlDeviceGetCurrentClocksThrottleReasons = nvmlDeviceGetCurrentClocksEventReasons

@@ -1,0 +1,218 @@
+"""Persistent state of a simulated machine: one JSON file, one file lock.
+
+Separate CLI invocations and worker processes must see one GPU, exactly as
+they would see one real driver. So the simulated driver state lives in
+``<state dir>/sim/<machine>.json`` and every simulated NVML call runs under
+``<machine>.json.lock``: it loads the file, acts, and writes it back
+atomically (write to a temporary file, then ``os.replace``) when it changed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from migperf.errors import UsageError
+from migperf.nvml.catalog import MODELS, get_model
+from migperf.paths import state_dir
+
+STATE_VERSION = 1
+
+# Bus ids of a DGX A100's eight GPUs, so simulated nodes look like real ones.
+_DGX_BUS_IDS = (0x07, 0x0F, 0x47, 0x4E, 0x87, 0x90, 0xB7, 0xBD)
+
+_NAMESPACE = uuid.UUID("6d1f5a2e-7c4b-4a39-9d0c-3f1c2b8e5a10")
+
+
+@dataclass(frozen=True)
+class MachineSpec:
+    """What ``--simulate`` asked for: GPU models and counts, and start-up options.
+
+    Grammar: ``MODEL[:COUNT][:OPTION...]``, several joined with ``+`` for a
+    mixed node (``a100-80gb:4+h100-80gb:4``). Options: ``mig-off`` (GPUs start
+    with MIG disabled) and ``user`` (calls that need root fail with
+    ``NVMLError_NoPermission``, as for an unprivileged user).
+    """
+
+    models: tuple[str, ...]
+    mig_off: bool = False
+    unprivileged: bool = False
+
+    @property
+    def machine_name(self) -> str:
+        """File-system name of this machine's state."""
+        parts: list[str] = []
+        i = 0
+        while i < len(self.models):
+            j = i
+            while j < len(self.models) and self.models[j] == self.models[i]:
+                j += 1
+            parts.append(f"{self.models[i]}-x{j - i}")
+            i = j
+        name = "+".join(parts)
+        if self.mig_off:
+            name += "-migoff"
+        if self.unprivileged:
+            name += "-user"
+        return name
+
+    def __str__(self) -> str:
+        return self.machine_name
+
+
+def parse_machine_spec(text: str) -> MachineSpec:
+    """Parse a ``--simulate`` / ``MIGPERF_SIMULATE`` value.
+
+    Raises:
+        UsageError: for an unknown model, a bad count or an unknown option.
+    """
+    text = text.strip().lower()
+    known = ", ".join(sorted(MODELS))
+    if not text:
+        raise UsageError("--simulate needs a GPU model", hint=f"known models: {known}")
+    models: list[str] = []
+    mig_off = unprivileged = False
+    for group in text.split("+"):
+        fields = [f for f in group.split(":")]
+        model = fields[0].strip()
+        if model not in MODELS:
+            raise UsageError(
+                f"--simulate {text!r}: unknown GPU model {model!r}",
+                hint=f"known models: {known}; e.g. --simulate a100-80gb:8",
+            )
+        count = 1
+        for opt in fields[1:]:
+            opt = opt.strip()
+            if re.fullmatch(r"\d+", opt):
+                count = int(opt)
+                if not 1 <= count <= 64:
+                    raise UsageError(
+                        f"--simulate {text!r}: GPU count {count} is out of range",
+                        hint="use 1 to 64 GPUs, e.g. a100-80gb:8",
+                    )
+            elif opt == "mig-off":
+                mig_off = True
+            elif opt == "user":
+                unprivileged = True
+            else:
+                raise UsageError(
+                    f"--simulate {text!r}: unknown option {opt!r}",
+                    hint="options are a GPU count, 'mig-off' and 'user', e.g. h100-80gb:2:mig-off",
+                )
+        models.extend([model] * count)
+    return MachineSpec(models=tuple(models), mig_off=mig_off, unprivileged=unprivileged)
+
+
+def _bus_id(index: int) -> str:
+    bus = _DGX_BUS_IDS[index] if index < len(_DGX_BUS_IDS) else 0xC0 + index
+    return f"00000000:{bus:02X}:00.0"
+
+
+def new_state(spec: MachineSpec) -> dict[str, Any]:
+    """The state of a freshly booted simulated machine."""
+    now = time.time()
+    gpus = []
+    for index, key in enumerate(spec.models):
+        model = get_model(key)
+        mig = 1 if model.mig_capable and not spec.mig_off else 0
+        gpus.append(
+            {
+                "index": index,
+                "model": key,
+                "uuid": "GPU-" + str(uuid.uuid5(_NAMESPACE, f"{spec.machine_name}/{index}")),
+                "pci_bus_id": _bus_id(index),
+                "mig_current": mig,
+                "mig_pending": mig,
+                "compute_mode": 0,
+                "gpu_instances": [],
+                "processes": [],
+                "extra_energy_mj": 0.0,
+            }
+        )
+    return {
+        "version": STATE_VERSION,
+        "machine": spec.machine_name,
+        "models": list(spec.models),
+        "unprivileged": spec.unprivileged,
+        "driver_loaded_unix": now,
+        "serial": 0,
+        "fault_calls": {},
+        "gpus": gpus,
+    }
+
+
+def mig_uuid(gpu_uuid: str, serial: int) -> str:
+    """A MIG device UUID in the R470+ form (``MIG-`` + a version-5 UUID).
+
+    Keyed by the compute instance's creation serial, so it is stable for the
+    life of the instance and new when the instance is recreated, as NVML says.
+    """
+    return "MIG-" + str(uuid.uuid5(_NAMESPACE, f"{gpu_uuid}/{serial}"))
+
+
+class MachineState:
+    """Access to one simulated machine's state file."""
+
+    def __init__(self, spec: MachineSpec, root: Path | None = None) -> None:
+        self.spec = spec
+        directory = (root or state_dir()) / "sim"
+        self.path = directory / f"{spec.machine_name}.json"
+        self._lock = FileLock(str(self.path) + ".lock")
+
+    @contextmanager
+    def transaction(self) -> Iterator[dict[str, Any]]:
+        """Lock, load (creating the machine on first use), yield, save if changed."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            state, raw = self._load()
+            before = json.dumps(state, sort_keys=True) if raw is not None else None
+            yield state
+            after = json.dumps(state, sort_keys=True)
+            if after != before:
+                self._save(state)
+
+    def read(self) -> dict[str, Any]:
+        """A snapshot of the state, taken under the lock."""
+        with self.transaction() as state:
+            return json.loads(json.dumps(state))
+
+    def _load(self) -> tuple[dict[str, Any], str | None]:
+        try:
+            raw = self.path.read_text()
+        except FileNotFoundError:
+            return new_state(self.spec), None
+        try:
+            state = json.loads(raw)
+        except json.JSONDecodeError:
+            # A torn or hand-edited file: a real driver would have lost its
+            # state too (reload), so start the machine afresh.
+            return new_state(self.spec), None
+        if state.get("version") != STATE_VERSION or state.get("models") != list(self.spec.models):
+            return new_state(self.spec), None
+        return state, raw
+
+    def _save(self, state: dict[str, Any]) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(state, f, indent=1, sort_keys=True)
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def delete(self) -> None:
+        """Forget the machine (the next call boots it afresh)."""
+        with self._lock:
+            self.path.unlink(missing_ok=True)
