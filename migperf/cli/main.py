@@ -51,7 +51,9 @@ def _global(
     ] = False,
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
     ] = False,
 ) -> None:
     ctx.obj = CliState(simulate=simulate or None, read_only=read_only or None)
@@ -83,7 +85,9 @@ def gpus(
         else:
             mode = "on" if g.mig_mode.current else "off"
         mem = f"{g.memory_mib} MiB" if g.memory_mib is not None else "n/a"
-        table.add_row(str(g.index), g.name, g.uuid, mem, mode, str(g.mig_devices) if g.mig_capable else "-")
+        table.add_row(
+            str(g.index), g.name, g.uuid, mem, mode, str(g.mig_devices) if g.mig_capable else "-"
+        )
     stdout().print(table)
 
 

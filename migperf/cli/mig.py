@@ -76,17 +76,38 @@ def profiles(ctx: typer.Context, gpu: GpuOption = None, as_json: JsonOption = Fa
         mig_on = bool(info.mig_mode and info.mig_mode.current)
         title = f"GPU {info.index}: {info.name}" + (" (simulated)" if simulated else "")
         table = Table(title=title, title_justify="left")
-        for col in ("profile", "ID", "free/total", "SMs", "memory", "slices c/m", "CE", "DEC", "ENC", "JPEG", "OFA", "placements"):
+        for col in (
+            "profile",
+            "ID",
+            "free/total",
+            "SMs",
+            "memory",
+            "slices c/m",
+            "CE",
+            "DEC",
+            "ENC",
+            "JPEG",
+            "OFA",
+            "placements",
+        ):
             table.add_column(col, justify="left" if col in ("profile", "placements") else "right")
         for p in profs:
             free = "?" if p.instances_free is None else str(p.instances_free)
             starts = ",".join(str(pl.start) for pl in p.placements)
             size = p.placements[0].size if p.placements else 0
             table.add_row(
-                p.profile, str(p.profile_id), f"{free}/{p.instances_total}", str(p.sm_count),
-                f"{p.memory_mib} MiB", f"{p.compute_slices}/{p.memory_slices}",
-                str(p.engines.copy), str(p.engines.decoder), str(p.engines.encoder),
-                str(p.engines.jpeg), str(p.engines.ofa), f"{{{starts}}}:{size}",
+                p.profile,
+                str(p.profile_id),
+                f"{free}/{p.instances_total}",
+                str(p.sm_count),
+                f"{p.memory_mib} MiB",
+                f"{p.compute_slices}/{p.memory_slices}",
+                str(p.engines.copy),
+                str(p.engines.decoder),
+                str(p.engines.encoder),
+                str(p.engines.jpeg),
+                str(p.engines.ofa),
+                f"{{{starts}}}:{size}",
             )
         console.print(table)
         if not mig_on:
@@ -140,16 +161,34 @@ def show(ctx: typer.Context, gpu: GpuOption = None, as_json: JsonOption = False)
             console.print(f"{title}: MIG enabled, no GPU instances")
             continue
         table = Table(title=title, title_justify="left")
-        for col in ("GI", "profile", "placement", "CI", "CI profile", "SMs", "memory", "MIG device UUID"):
-            table.add_column(col, justify="right" if col in ("GI", "CI", "SMs", "memory") else "left")
+        for col in (
+            "GI",
+            "profile",
+            "placement",
+            "CI",
+            "CI profile",
+            "SMs",
+            "memory",
+            "MIG device UUID",
+        ):
+            table.add_column(
+                col, justify="right" if col in ("GI", "CI", "SMs", "memory") else "left"
+            )
         for gi in gis:
             placement = str(gi.placement) if gi.placement else "?"
             if not gi.compute_instances:
-                table.add_row(str(gi.gi_id), gi.profile, placement, "-", "(no compute instance)", "", "", "")
+                table.add_row(
+                    str(gi.gi_id), gi.profile, placement, "-", "(no compute instance)", "", "", ""
+                )
             for k, ci in enumerate(gi.compute_instances):
                 table.add_row(
-                    str(gi.gi_id) if k == 0 else "", gi.profile if k == 0 else "",
-                    placement if k == 0 else "", str(ci.ci_id), ci.profile, str(ci.sm_count),
-                    f"{ci.memory_mib} MiB", ci.mig_uuid,
+                    str(gi.gi_id) if k == 0 else "",
+                    gi.profile if k == 0 else "",
+                    placement if k == 0 else "",
+                    str(ci.ci_id),
+                    ci.profile,
+                    str(ci.sm_count),
+                    f"{ci.memory_mib} MiB",
+                    ci.mig_uuid,
                 )
         console.print(table)

@@ -43,19 +43,38 @@ PROFILE_COUNT = 0x12
 
 #: GPU slices ("g") each index constant stands for (go-nvlib rule, section 7).
 SLICES_OF_INDEX: dict[int, int] = {
-    P_1_SLICE: 1, P_2_SLICE: 2, P_3_SLICE: 3, P_4_SLICE: 4, P_7_SLICE: 7,
-    P_8_SLICE: 8, P_6_SLICE: 6, P_1_SLICE_REV1: 1, P_2_SLICE_REV1: 2,
-    P_1_SLICE_REV2: 1, P_1_SLICE_GFX: 1, P_2_SLICE_GFX: 2, P_4_SLICE_GFX: 4,
-    P_1_SLICE_NO_ME: 1, P_2_SLICE_NO_ME: 2, P_1_SLICE_ALL_ME: 1, P_2_SLICE_ALL_ME: 2,
+    P_1_SLICE: 1,
+    P_2_SLICE: 2,
+    P_3_SLICE: 3,
+    P_4_SLICE: 4,
+    P_7_SLICE: 7,
+    P_8_SLICE: 8,
+    P_6_SLICE: 6,
+    P_1_SLICE_REV1: 1,
+    P_2_SLICE_REV1: 2,
+    P_1_SLICE_REV2: 1,
+    P_1_SLICE_GFX: 1,
+    P_2_SLICE_GFX: 2,
+    P_4_SLICE_GFX: 4,
+    P_1_SLICE_NO_ME: 1,
+    P_2_SLICE_NO_ME: 2,
+    P_1_SLICE_ALL_ME: 1,
+    P_2_SLICE_ALL_ME: 2,
     P_3_SLICE_GFX: 3,
 }
 
 #: Name suffix each index constant carries (section 7).
 SUFFIX_OF_INDEX: dict[int, str] = {
-    P_1_SLICE_REV1: "+me", P_2_SLICE_REV1: "+me",
-    P_1_SLICE_GFX: "+gfx", P_2_SLICE_GFX: "+gfx", P_4_SLICE_GFX: "+gfx", P_3_SLICE_GFX: "+gfx",
-    P_1_SLICE_NO_ME: "-me", P_2_SLICE_NO_ME: "-me",
-    P_1_SLICE_ALL_ME: "+me.all", P_2_SLICE_ALL_ME: "+me.all",
+    P_1_SLICE_REV1: "+me",
+    P_2_SLICE_REV1: "+me",
+    P_1_SLICE_GFX: "+gfx",
+    P_2_SLICE_GFX: "+gfx",
+    P_4_SLICE_GFX: "+gfx",
+    P_3_SLICE_GFX: "+gfx",
+    P_1_SLICE_NO_ME: "-me",
+    P_2_SLICE_NO_ME: "-me",
+    P_1_SLICE_ALL_ME: "+me.all",
+    P_2_SLICE_ALL_ME: "+me.all",
 }
 
 # Compute-instance profile constants; CI profile ids equal them (section 2.2).
@@ -86,9 +105,14 @@ class ProfileFact:
     def to_profile(self) -> GpuInstanceProfile:
         """This fact as the facade's type (``instances_free`` unknown: no live GPU)."""
         return GpuInstanceProfile(
-            profile=self.name, profile_id=self.profile_id, index=self.index,
-            compute_slices=self.compute_slices, memory_slices=self.memory_slices,
-            instances_total=self.instances, instances_free=None, sm_count=self.sm_count,
+            profile=self.name,
+            profile_id=self.profile_id,
+            index=self.index,
+            compute_slices=self.compute_slices,
+            memory_slices=self.memory_slices,
+            instances_total=self.instances,
+            instances_free=None,
+            sm_count=self.sm_count,
             memory_mib=self.memory_mib,
             engines=Engines(self.copy_engines, self.decoders, self.encoders, self.jpegs, self.ofas),
             placements=tuple(Placement(s, self.memory_slices) for s in self.starts),
@@ -135,7 +159,12 @@ ARCH_ADA = 8
 ARCH_HOPPER = 9
 ARCH_BLACKWELL = 10
 
-ARCH_NAMES = {ARCH_AMPERE: "Ampere", ARCH_ADA: "Ada", ARCH_HOPPER: "Hopper", ARCH_BLACKWELL: "Blackwell"}
+ARCH_NAMES = {
+    ARCH_AMPERE: "Ampere",
+    ARCH_ADA: "Ada",
+    ARCH_HOPPER: "Hopper",
+    ARCH_BLACKWELL: "Blackwell",
+}
 
 
 def _eight_slice(
@@ -168,9 +197,20 @@ def _eight_slice(
         ce, dec, enc, jpeg, ofa = engines[pid]
         out.append(
             ProfileFact(
-                index=index, profile_id=pid, name=name, compute_slices=cs, memory_slices=ms,
-                instances=inst, sm_count=sms[pid], copy_engines=ce, decoders=dec, encoders=enc,
-                jpegs=jpeg, ofas=ofa, memory_mib=mib, starts=starts,
+                index=index,
+                profile_id=pid,
+                name=name,
+                compute_slices=cs,
+                memory_slices=ms,
+                instances=inst,
+                sm_count=sms[pid],
+                copy_engines=ce,
+                decoders=dec,
+                encoders=enc,
+                jpegs=jpeg,
+                ofas=ofa,
+                memory_mib=mib,
+                starts=starts,
                 confidence=(confidence or {}).get(pid, "V"),
             )
         )
@@ -179,13 +219,23 @@ def _eight_slice(
 
 _A100_SMS = {19: 14, 20: 14, 15: 14, 14: 28, 9: 42, 5: 56, 0: 98}
 _A100_ENGINES = {
-    19: (1, 0, 0, 0, 0), 20: (1, 1, 0, 1, 1), 15: (1, 1, 0, 0, 0), 14: (2, 1, 0, 0, 0),
-    9: (3, 2, 0, 0, 0), 5: (4, 2, 0, 0, 0), 0: (7, 5, 0, 1, 1),
+    19: (1, 0, 0, 0, 0),
+    20: (1, 1, 0, 1, 1),
+    15: (1, 1, 0, 0, 0),
+    14: (2, 1, 0, 0, 0),
+    9: (3, 2, 0, 0, 0),
+    5: (4, 2, 0, 0, 0),
+    0: (7, 5, 0, 1, 1),
 }
 _HOPPER_SMS = {19: 16, 20: 16, 15: 26, 14: 32, 9: 60, 5: 64, 0: 132}
 _HOPPER_ENGINES = {
-    19: (1, 1, 0, 1, 0), 20: (1, 1, 0, 1, 1), 15: (1, 1, 0, 1, 0), 14: (2, 2, 0, 2, 0),
-    9: (3, 3, 0, 3, 0), 5: (4, 4, 0, 4, 0), 0: (8, 7, 0, 7, 1),
+    19: (1, 1, 0, 1, 0),
+    20: (1, 1, 0, 1, 1),
+    15: (1, 1, 0, 1, 0),
+    14: (2, 2, 0, 2, 0),
+    9: (3, 3, 0, 3, 0),
+    5: (4, 4, 0, 4, 0),
+    0: (8, 7, 0, 7, 1),
 }
 
 # Memory sizes are driver dependent (mig-facts.md 0.1 #2). The simulator plays
@@ -201,130 +251,287 @@ def _add(model: GpuModel) -> None:
     MODELS[model.key] = model
 
 
-_add(GpuModel(
-    key="a100-40gb", name="NVIDIA A100-SXM4-40GB", pci_device_id=0x20B010DE,
-    memory_total_mib=40960, architecture=ARCH_AMPERE, compute_capability=(8, 0),
-    mig_capable=True, placement_units=8, compute_slices=7,
-    # Variant A of section 3.1 (it matches the R580 guide's 3g.20gb device sizes).
-    profiles=_eight_slice(
-        {19: ("1g.5gb", 4864), 20: ("1g.5gb+me", 4864), 15: ("1g.10gb", 9984),
-         14: ("2g.10gb", 9984), 9: ("3g.20gb", 20096), 5: ("4g.20gb", 20096),
-         0: ("7g.40gb", 40448)},
-        _A100_SMS, _A100_ENGINES,
-    ),
-    power_limit_w=400, idle_power_w=55, max_sm_clock_mhz=1410, max_mem_clock_mhz=1215,
-    sources="mig-facts.md 3.1 (S1, S8g-S8l), 4.1; parent memory 40960 MiB [U]",
-    confidence="profiles, ids, SMs, engines, placements [V]; memory MiB [D]; parent memory [U]",
-))
+_add(
+    GpuModel(
+        key="a100-40gb",
+        name="NVIDIA A100-SXM4-40GB",
+        pci_device_id=0x20B010DE,
+        memory_total_mib=40960,
+        architecture=ARCH_AMPERE,
+        compute_capability=(8, 0),
+        mig_capable=True,
+        placement_units=8,
+        compute_slices=7,
+        # Variant A of section 3.1 (it matches the R580 guide's 3g.20gb device sizes).
+        profiles=_eight_slice(
+            {
+                19: ("1g.5gb", 4864),
+                20: ("1g.5gb+me", 4864),
+                15: ("1g.10gb", 9984),
+                14: ("2g.10gb", 9984),
+                9: ("3g.20gb", 20096),
+                5: ("4g.20gb", 20096),
+                0: ("7g.40gb", 40448),
+            },
+            _A100_SMS,
+            _A100_ENGINES,
+        ),
+        power_limit_w=400,
+        idle_power_w=55,
+        max_sm_clock_mhz=1410,
+        max_mem_clock_mhz=1215,
+        sources="mig-facts.md 3.1 (S1, S8g-S8l), 4.1; parent memory 40960 MiB [U]",
+        confidence="profiles, ids, SMs, engines, placements [V]; memory MiB [D]; parent memory [U]",
+    )
+)
 
-_add(GpuModel(
-    key="a100-80gb", name="NVIDIA A100-SXM4-80GB", pci_device_id=0x20B210DE,
-    memory_total_mib=81920, architecture=ARCH_AMPERE, compute_capability=(8, 0),
-    mig_capable=True, placement_units=8, compute_slices=7,
-    profiles=_eight_slice(
-        {19: ("1g.10gb", 9728), 20: ("1g.10gb+me", 9728), 15: ("1g.20gb", 19968),
-         14: ("2g.20gb", 19968), 9: ("3g.40gb", 40192), 5: ("4g.40gb", 40192),
-         0: ("7g.80gb", 80896)},
-        _A100_SMS, _A100_ENGINES, confidence={15: "U"},
-    ),
-    power_limit_w=400, idle_power_w=60, max_sm_clock_mhz=1410, max_mem_clock_mhz=1593,
-    sources="mig-facts.md 3.2 (S1, S8d driver 515.86.01), 4.1",
-    confidence="ids, SMs, engines, placements [V]; memory MiB [D]; 1g.20gb memory [U]",
-))
+_add(
+    GpuModel(
+        key="a100-80gb",
+        name="NVIDIA A100-SXM4-80GB",
+        pci_device_id=0x20B210DE,
+        memory_total_mib=81920,
+        architecture=ARCH_AMPERE,
+        compute_capability=(8, 0),
+        mig_capable=True,
+        placement_units=8,
+        compute_slices=7,
+        profiles=_eight_slice(
+            {
+                19: ("1g.10gb", 9728),
+                20: ("1g.10gb+me", 9728),
+                15: ("1g.20gb", 19968),
+                14: ("2g.20gb", 19968),
+                9: ("3g.40gb", 40192),
+                5: ("4g.40gb", 40192),
+                0: ("7g.80gb", 80896),
+            },
+            _A100_SMS,
+            _A100_ENGINES,
+            confidence={15: "U"},
+        ),
+        power_limit_w=400,
+        idle_power_w=60,
+        max_sm_clock_mhz=1410,
+        max_mem_clock_mhz=1593,
+        sources="mig-facts.md 3.2 (S1, S8d driver 515.86.01), 4.1",
+        confidence="ids, SMs, engines, placements [V]; memory MiB [D]; 1g.20gb memory [U]",
+    )
+)
 
-_add(GpuModel(
-    key="a30", name="NVIDIA A30", pci_device_id=0x20B710DE,
-    memory_total_mib=24576, architecture=ARCH_AMPERE, compute_capability=(8, 0),
-    mig_capable=True, placement_units=4, compute_slices=4,
-    profiles=(
-        ProfileFact(P_1_SLICE, 14, "1g.6gb", 1, 1, 4, 14, 1, 1, 0, 0, 0, 5952, (0, 1, 2, 3)),
-        ProfileFact(P_1_SLICE_REV1, 21, "1g.6gb+me", 1, 1, 1, 14, 1, 1, 0, 1, 1, 5952, (0, 1, 2, 3)),
-        ProfileFact(P_2_SLICE, 5, "2g.12gb", 2, 2, 2, 28, 2, 2, 0, 0, 0, 11968, (0, 2)),
-        ProfileFact(P_2_SLICE_REV1, 6, "2g.12gb+me", 2, 2, 1, 28, 2, 2, 0, 1, 1, 11968, (0, 2)),
-        ProfileFact(P_4_SLICE, 0, "4g.24gb", 4, 4, 1, 56, 4, 4, 0, 1, 1, 24000, (0,)),
-    ),
-    power_limit_w=165, idle_power_w=30, max_sm_clock_mhz=1440, max_mem_clock_mhz=1215,
-    sources="mig-facts.md 3.3 (S1, S8e, S8f), 4.2; parent memory 24576 MiB [U]",
-    confidence="ids, SMs, placements [V]; memory MiB [D]; 1g.6gb NVDEC from capture (S1 disagrees)",
-))
+_add(
+    GpuModel(
+        key="a30",
+        name="NVIDIA A30",
+        pci_device_id=0x20B710DE,
+        memory_total_mib=24576,
+        architecture=ARCH_AMPERE,
+        compute_capability=(8, 0),
+        mig_capable=True,
+        placement_units=4,
+        compute_slices=4,
+        profiles=(
+            ProfileFact(P_1_SLICE, 14, "1g.6gb", 1, 1, 4, 14, 1, 1, 0, 0, 0, 5952, (0, 1, 2, 3)),
+            ProfileFact(
+                P_1_SLICE_REV1, 21, "1g.6gb+me", 1, 1, 1, 14, 1, 1, 0, 1, 1, 5952, (0, 1, 2, 3)
+            ),
+            ProfileFact(P_2_SLICE, 5, "2g.12gb", 2, 2, 2, 28, 2, 2, 0, 0, 0, 11968, (0, 2)),
+            ProfileFact(P_2_SLICE_REV1, 6, "2g.12gb+me", 2, 2, 1, 28, 2, 2, 0, 1, 1, 11968, (0, 2)),
+            ProfileFact(P_4_SLICE, 0, "4g.24gb", 4, 4, 1, 56, 4, 4, 0, 1, 1, 24000, (0,)),
+        ),
+        power_limit_w=165,
+        idle_power_w=30,
+        max_sm_clock_mhz=1440,
+        max_mem_clock_mhz=1215,
+        sources="mig-facts.md 3.3 (S1, S8e, S8f), 4.2; parent memory 24576 MiB [U]",
+        confidence="ids, SMs, placements [V]; memory MiB [D]; 1g.6gb NVDEC from capture (S1 disagrees)",
+    )
+)
 
-_add(GpuModel(
-    key="h100-80gb", name="NVIDIA H100 80GB HBM3", pci_device_id=0x233010DE,
-    memory_total_mib=81559, architecture=ARCH_HOPPER, compute_capability=(9, 0),
-    mig_capable=True, placement_units=8, compute_slices=7,
-    profiles=_eight_slice(
-        {19: ("1g.10gb", 9984), 20: ("1g.10gb+me", 9984), 15: ("1g.20gb", 20096),
-         14: ("2g.20gb", 20096), 9: ("3g.40gb", 40448), 5: ("4g.40gb", 40448),
-         0: ("7g.80gb", 81152)},
-        _HOPPER_SMS, _HOPPER_ENGINES,
-    ),
-    power_limit_w=700, idle_power_w=70, max_sm_clock_mhz=1980, max_mem_clock_mhz=2619,
-    sources="mig-facts.md 3.4 (S1, S8a, S8b, S2 R580), 4.1 (S8p)",
-    confidence="ids, SMs, engines, placements, parent memory [V]; memory MiB [D] (R580 sizes)",
-))
+_add(
+    GpuModel(
+        key="h100-80gb",
+        name="NVIDIA H100 80GB HBM3",
+        pci_device_id=0x233010DE,
+        memory_total_mib=81559,
+        architecture=ARCH_HOPPER,
+        compute_capability=(9, 0),
+        mig_capable=True,
+        placement_units=8,
+        compute_slices=7,
+        profiles=_eight_slice(
+            {
+                19: ("1g.10gb", 9984),
+                20: ("1g.10gb+me", 9984),
+                15: ("1g.20gb", 20096),
+                14: ("2g.20gb", 20096),
+                9: ("3g.40gb", 40448),
+                5: ("4g.40gb", 40448),
+                0: ("7g.80gb", 81152),
+            },
+            _HOPPER_SMS,
+            _HOPPER_ENGINES,
+        ),
+        power_limit_w=700,
+        idle_power_w=70,
+        max_sm_clock_mhz=1980,
+        max_mem_clock_mhz=2619,
+        sources="mig-facts.md 3.4 (S1, S8a, S8b, S2 R580), 4.1 (S8p)",
+        confidence="ids, SMs, engines, placements, parent memory [V]; memory MiB [D] (R580 sizes)",
+    )
+)
 
-_add(GpuModel(
-    key="h100-nvl", name="NVIDIA H100 NVL", pci_device_id=0x232110DE,
-    memory_total_mib=95830, architecture=ARCH_HOPPER, compute_capability=(9, 0),
-    mig_capable=True, placement_units=8, compute_slices=7,
-    profiles=_eight_slice(
-        {19: ("1g.12gb", 11008), 20: ("1g.12gb+me", 11008), 15: ("1g.24gb", 22144),
-         14: ("2g.24gb", 22144), 9: ("3g.47gb", 47488), 5: ("4g.47gb", 47488),
-         0: ("7g.94gb", 95360)},
-        _HOPPER_SMS, _HOPPER_ENGINES,
-    ),
-    power_limit_w=400, idle_power_w=60, max_sm_clock_mhz=1785, max_mem_clock_mhz=2619,
-    sources="mig-facts.md 3.5 (S1, S8c driver 560.35.03), 4.1 (S8c)",
-    confidence="ids, SMs, placements, parent memory, 1g/1g.24gb/3g memory [V]; other MiB [D]",
-))
+_add(
+    GpuModel(
+        key="h100-nvl",
+        name="NVIDIA H100 NVL",
+        pci_device_id=0x232110DE,
+        memory_total_mib=95830,
+        architecture=ARCH_HOPPER,
+        compute_capability=(9, 0),
+        mig_capable=True,
+        placement_units=8,
+        compute_slices=7,
+        profiles=_eight_slice(
+            {
+                19: ("1g.12gb", 11008),
+                20: ("1g.12gb+me", 11008),
+                15: ("1g.24gb", 22144),
+                14: ("2g.24gb", 22144),
+                9: ("3g.47gb", 47488),
+                5: ("4g.47gb", 47488),
+                0: ("7g.94gb", 95360),
+            },
+            _HOPPER_SMS,
+            _HOPPER_ENGINES,
+        ),
+        power_limit_w=400,
+        idle_power_w=60,
+        max_sm_clock_mhz=1785,
+        max_mem_clock_mhz=2619,
+        sources="mig-facts.md 3.5 (S1, S8c driver 560.35.03), 4.1 (S8c)",
+        confidence="ids, SMs, placements, parent memory, 1g/1g.24gb/3g memory [V]; other MiB [D]",
+    )
+)
 
-_add(GpuModel(
-    key="h200", name="NVIDIA H200", pci_device_id=0x233510DE,
-    # 143771 MiB is what nvidia-smi commonly shows for an H200 SXM [U].
-    memory_total_mib=143771, architecture=ARCH_HOPPER, compute_capability=(9, 0),
-    mig_capable=True, placement_units=8, compute_slices=7,
-    profiles=_eight_slice(
-        {19: ("1g.18gb", 16384), 20: ("1g.18gb+me", 16384), 15: ("1g.35gb", 33024),
-         14: ("2g.35gb", 33024), 9: ("3g.71gb", 71168), 5: ("4g.71gb", 71168),
-         0: ("7g.141gb", 143360)},
-        _HOPPER_SMS, _HOPPER_ENGINES, confidence={0: "U"},
-    ),
-    power_limit_w=700, idle_power_w=75, max_sm_clock_mhz=1980, max_mem_clock_mhz=3201,
-    sources="mig-facts.md 3.8 (S1, mig-parted issue #120; 7g row from S8q); placements 4.1 [U]",
-    confidence="1g-4g rows [V]; 7g memory [U]; placements [U] (same as H100); parent memory [U]",
-))
+_add(
+    GpuModel(
+        key="h200",
+        name="NVIDIA H200",
+        pci_device_id=0x233510DE,
+        # 143771 MiB is what nvidia-smi commonly shows for an H200 SXM [U].
+        memory_total_mib=143771,
+        architecture=ARCH_HOPPER,
+        compute_capability=(9, 0),
+        mig_capable=True,
+        placement_units=8,
+        compute_slices=7,
+        profiles=_eight_slice(
+            {
+                19: ("1g.18gb", 16384),
+                20: ("1g.18gb+me", 16384),
+                15: ("1g.35gb", 33024),
+                14: ("2g.35gb", 33024),
+                9: ("3g.71gb", 71168),
+                5: ("4g.71gb", 71168),
+                0: ("7g.141gb", 143360),
+            },
+            _HOPPER_SMS,
+            _HOPPER_ENGINES,
+            confidence={0: "U"},
+        ),
+        power_limit_w=700,
+        idle_power_w=75,
+        max_sm_clock_mhz=1980,
+        max_mem_clock_mhz=3201,
+        sources="mig-facts.md 3.8 (S1, mig-parted issue #120; 7g row from S8q); placements 4.1 [U]",
+        confidence="1g-4g rows [V]; 7g memory [U]; placements [U] (same as H100); parent memory [U]",
+    )
+)
 
-_add(GpuModel(
-    key="rtx-pro-6000", name="NVIDIA RTX PRO 6000 Blackwell Server Edition",
-    pci_device_id=0x2BB510DE, memory_total_mib=97887, architecture=ARCH_BLACKWELL,
-    compute_capability=(12, 0), mig_capable=True, placement_units=12, compute_slices=4,
-    profiles=(
-        ProfileFact(P_1_SLICE, 14, "1g.24gb", 1, 3, 4, 46, 1, 1, 1, 1, 0, 24192, (0, 3, 6, 9)),
-        ProfileFact(P_1_SLICE_REV1, 21, "1g.24gb+me", 1, 3, 1, 46, 1, 1, 1, 1, 1, 24192, (0, 3, 6, 9)),
-        ProfileFact(P_1_SLICE_GFX, 47, "1g.24gb+gfx", 1, 3, 4, 46, 1, 1, 1, 1, 0, 24192, (0, 3, 6, 9)),
-        ProfileFact(P_1_SLICE_ALL_ME, 65, "1g.24gb+me.all", 1, 3, 1, 46, 1, 4, 4, 4, 1, 24192, (0, 3, 6, 9)),
-        ProfileFact(P_1_SLICE_NO_ME, 67, "1g.24gb-me", 1, 3, 4, 46, 1, 0, 0, 0, 0, 24192, (0, 3, 6, 9)),
-        ProfileFact(P_2_SLICE, 5, "2g.48gb", 2, 6, 2, 94, 2, 2, 2, 2, 0, 48512, (0, 6)),
-        ProfileFact(P_2_SLICE_GFX, 35, "2g.48gb+gfx", 2, 6, 2, 94, 2, 2, 2, 2, 0, 48512, (0, 6)),
-        ProfileFact(P_2_SLICE_ALL_ME, 64, "2g.48gb+me.all", 2, 6, 1, 94, 2, 4, 4, 4, 1, 48512, (0, 6)),
-        ProfileFact(P_2_SLICE_NO_ME, 66, "2g.48gb-me", 2, 6, 2, 94, 2, 0, 0, 0, 0, 48512, (0, 6)),
-        ProfileFact(P_4_SLICE, 0, "4g.96gb", 4, 12, 1, 188, 4, 4, 4, 4, 1, 97408, (0,)),
-        ProfileFact(P_4_SLICE_GFX, 32, "4g.96gb+gfx", 4, 12, 1, 188, 4, 4, 4, 4, 1, 97408, (0,)),
-    ),
-    power_limit_w=600, idle_power_w=50, max_sm_clock_mhz=2430, max_mem_clock_mhz=14001,
-    sources="mig-facts.md 3.11 (S1, S8m), 4.3 (S8m)",
-    confidence="ids, SMs, engines, placements, parent memory, 1g memory [V]; other MiB [D]",
-))
+_add(
+    GpuModel(
+        key="rtx-pro-6000",
+        name="NVIDIA RTX PRO 6000 Blackwell Server Edition",
+        pci_device_id=0x2BB510DE,
+        memory_total_mib=97887,
+        architecture=ARCH_BLACKWELL,
+        compute_capability=(12, 0),
+        mig_capable=True,
+        placement_units=12,
+        compute_slices=4,
+        profiles=(
+            ProfileFact(P_1_SLICE, 14, "1g.24gb", 1, 3, 4, 46, 1, 1, 1, 1, 0, 24192, (0, 3, 6, 9)),
+            ProfileFact(
+                P_1_SLICE_REV1, 21, "1g.24gb+me", 1, 3, 1, 46, 1, 1, 1, 1, 1, 24192, (0, 3, 6, 9)
+            ),
+            ProfileFact(
+                P_1_SLICE_GFX, 47, "1g.24gb+gfx", 1, 3, 4, 46, 1, 1, 1, 1, 0, 24192, (0, 3, 6, 9)
+            ),
+            ProfileFact(
+                P_1_SLICE_ALL_ME,
+                65,
+                "1g.24gb+me.all",
+                1,
+                3,
+                1,
+                46,
+                1,
+                4,
+                4,
+                4,
+                1,
+                24192,
+                (0, 3, 6, 9),
+            ),
+            ProfileFact(
+                P_1_SLICE_NO_ME, 67, "1g.24gb-me", 1, 3, 4, 46, 1, 0, 0, 0, 0, 24192, (0, 3, 6, 9)
+            ),
+            ProfileFact(P_2_SLICE, 5, "2g.48gb", 2, 6, 2, 94, 2, 2, 2, 2, 0, 48512, (0, 6)),
+            ProfileFact(
+                P_2_SLICE_GFX, 35, "2g.48gb+gfx", 2, 6, 2, 94, 2, 2, 2, 2, 0, 48512, (0, 6)
+            ),
+            ProfileFact(
+                P_2_SLICE_ALL_ME, 64, "2g.48gb+me.all", 2, 6, 1, 94, 2, 4, 4, 4, 1, 48512, (0, 6)
+            ),
+            ProfileFact(
+                P_2_SLICE_NO_ME, 66, "2g.48gb-me", 2, 6, 2, 94, 2, 0, 0, 0, 0, 48512, (0, 6)
+            ),
+            ProfileFact(P_4_SLICE, 0, "4g.96gb", 4, 12, 1, 188, 4, 4, 4, 4, 1, 97408, (0,)),
+            ProfileFact(
+                P_4_SLICE_GFX, 32, "4g.96gb+gfx", 4, 12, 1, 188, 4, 4, 4, 4, 1, 97408, (0,)
+            ),
+        ),
+        power_limit_w=600,
+        idle_power_w=50,
+        max_sm_clock_mhz=2430,
+        max_mem_clock_mhz=14001,
+        sources="mig-facts.md 3.11 (S1, S8m), 4.3 (S8m)",
+        confidence="ids, SMs, engines, placements, parent memory, 1g memory [V]; other MiB [D]",
+    )
+)
 
 # A GPU without MIG, so the "MIG not supported" paths have a real subject.
-_add(GpuModel(
-    key="l4", name="NVIDIA L4", pci_device_id=0x27B810DE, memory_total_mib=23034,
-    architecture=ARCH_ADA, compute_capability=(8, 9), mig_capable=False,
-    placement_units=0, compute_slices=0, profiles=(),
-    power_limit_w=72, idle_power_w=16, max_sm_clock_mhz=2040, max_mem_clock_mhz=6251,
-    sources="not in mig-facts.md (no MIG); name, PCI id and memory [U]",
-    confidence="[U]; present only to exercise the no-MIG paths",
-))
+_add(
+    GpuModel(
+        key="l4",
+        name="NVIDIA L4",
+        pci_device_id=0x27B810DE,
+        memory_total_mib=23034,
+        architecture=ARCH_ADA,
+        compute_capability=(8, 9),
+        mig_capable=False,
+        placement_units=0,
+        compute_slices=0,
+        profiles=(),
+        power_limit_w=72,
+        idle_power_w=16,
+        max_sm_clock_mhz=2040,
+        max_mem_clock_mhz=6251,
+        sources="not in mig-facts.md (no MIG); name, PCI id and memory [U]",
+        confidence="[U]; present only to exercise the no-MIG paths",
+    )
+)
 
 
 def get_model(key: str) -> GpuModel:

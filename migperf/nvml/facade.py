@@ -13,6 +13,7 @@ Reads work for any user. Calls that change a GPU (``set_mig_mode``,
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import types
 from collections.abc import Callable
@@ -83,10 +84,8 @@ class Nvml:
         """Release NVML (``nvmlShutdown``); errors on the way out are ignored."""
         if self._initialized:
             self._initialized = False
-            try:
+            with contextlib.suppress(self.nvml.NVMLError):
                 self.nvml.nvmlShutdown()
-            except self.nvml.NVMLError:
-                pass
 
     def __enter__(self) -> Nvml:
         return self.init()
@@ -152,7 +151,8 @@ class Nvml:
             return errors.GpuNotFoundError(msg, hint="list what exists with `migperf mig show`")
         if isinstance(exc, n.NVMLError_InvalidArgument):
             return errors.NvmlCallError(
-                msg, hint="the instance may have been destroyed meanwhile; re-run `migperf mig show`"
+                msg,
+                hint="the instance may have been destroyed meanwhile; re-run `migperf mig show`",
             )
         return errors.NvmlCallError(msg, hint="check `nvidia-smi` and the kernel log (dmesg)")
 
@@ -171,13 +171,17 @@ class Nvml:
                 + (f" (0-{count - 1})" if count else ""),
                 hint="list them with `migperf gpus`",
             )
-        return self._call(f"get a handle for GPU {gpu_index}", self.nvml.nvmlDeviceGetHandleByIndex, gpu_index)
+        return self._call(
+            f"get a handle for GPU {gpu_index}", self.nvml.nvmlDeviceGetHandleByIndex, gpu_index
+        )
 
     def _gi_handle(self, gpu_index: int, gi_id: int) -> Any:
         h = self._handle(gpu_index)
         return self._call(
             f"find GPU instance {gi_id} on GPU {gpu_index}",
-            self.nvml.nvmlDeviceGetGpuInstanceById, h, gi_id,
+            self.nvml.nvmlDeviceGetGpuInstanceById,
+            h,
+            gi_id,
         )
 
     # --------------------------------------------------------------- system
@@ -245,7 +249,9 @@ class Nvml:
             memory_mib=self._memory_total_mib(h),
             mig_capable=mode is not None,
             mig_mode=mode,
-            mig_devices=len(self.mig_devices(gpu_index)) if mode is not None and mode.current else 0,
+            mig_devices=len(self.mig_devices(gpu_index))
+            if mode is not None and mode.current
+            else 0,
             architecture=arch,
             cuda_compute_capability=cc,
         )
@@ -287,20 +293,30 @@ class Nvml:
             except n.NVMLError_NotSupported:
                 continue  # a constant this GPU does not offer
             except n.NVMLError as exc:
-                raise self._translate(f"read GPU-instance profile {index} of GPU {gpu_index}", exc) from exc
+                raise self._translate(
+                    f"read GPU-instance profile {index} of GPU {gpu_index}", exc
+                ) from exc
             profiles.append(self._profile(gpu_index, h, index, info, total_mib, mode.current))
         profiles.sort(key=lambda p: (-p.memory_slices, -p.compute_slices, p.profile_id))
         return profiles
 
-    def _profile(self, gpu_index: int, h: Any, index: int, info: Any, total_mib: int | None, mig_on: bool) -> GpuInstanceProfile:
+    def _profile(
+        self, gpu_index: int, h: Any, index: int, info: Any, total_mib: int | None, mig_on: bool
+    ) -> GpuInstanceProfile:
         n = self.nvml
         pid = int(info.id)
         count = ctypes.c_uint(0)
         what = f"list placements of profile {pid} on GPU {gpu_index}"
-        self._call(what, n.nvmlDeviceGetGpuInstancePossiblePlacements, h, pid, None, ctypes.byref(count))
+        self._call(
+            what, n.nvmlDeviceGetGpuInstancePossiblePlacements, h, pid, None, ctypes.byref(count)
+        )
         arr = (n.c_nvmlGpuInstancePlacement_t * max(count.value, 1))()
-        self._call(what, n.nvmlDeviceGetGpuInstancePossiblePlacements, h, pid, arr, ctypes.byref(count))
-        placements = tuple(Placement(int(arr[i].start), int(arr[i].size)) for i in range(count.value))
+        self._call(
+            what, n.nvmlDeviceGetGpuInstancePossiblePlacements, h, pid, arr, ctypes.byref(count)
+        )
+        placements = tuple(
+            Placement(int(arr[i].start), int(arr[i].size)) for i in range(count.value)
+        )
         free: int | None = None
         if mig_on:
             try:
@@ -324,8 +340,11 @@ class Nvml:
             sm_count=int(info.multiprocessorCount),
             memory_mib=int(info.memorySizeMB),
             engines=Engines(
-                copy=int(info.copyEngineCount), decoder=int(info.decoderCount),
-                encoder=int(info.encoderCount), jpeg=int(info.jpegCount), ofa=int(info.ofaCount),
+                copy=int(info.copyEngineCount),
+                decoder=int(info.decoderCount),
+                encoder=int(info.encoderCount),
+                jpeg=int(info.jpegCount),
+                ofa=int(info.ofaCount),
             ),
             placements=placements,
         )
@@ -346,9 +365,14 @@ class Nvml:
             except n.NVMLError_InvalidArgument:
                 break
             except n.NVMLError as exc:
-                raise self._translate(f"read compute-instance profiles of GPU instance {gi_id} on GPU {gpu_index}", exc) from exc
+                raise self._translate(
+                    f"read compute-instance profiles of GPU instance {gi_id} on GPU {gpu_index}",
+                    exc,
+                ) from exc
             try:
-                free: int | None = int(n.nvmlGpuInstanceGetComputeInstanceRemainingCapacity(gih, int(info.id)))
+                free: int | None = int(
+                    n.nvmlGpuInstanceGetComputeInstanceRemainingCapacity(gih, int(info.id))
+                )
             except n.NVMLError:
                 free = None
             out.append(
@@ -438,7 +462,9 @@ class Nvml:
                             gi_id=int(info.id),
                             profile=p.profile,
                             profile_id=p.profile_id,
-                            placement=Placement(int(info.placement.start), int(info.placement.size)),
+                            placement=Placement(
+                                int(info.placement.start), int(info.placement.size)
+                            ),
                             compute_instances=tuple(self._compute_instances(arr[k], p, devices)),
                         )
                     )
@@ -449,7 +475,9 @@ class Nvml:
         out.sort(key=lambda gi: gi.gi_id)
         return out
 
-    def _compute_instances(self, gih: Any, p: GpuInstanceProfile, devices: dict[tuple[int, int], MigDevice]) -> list[ComputeInstance]:
+    def _compute_instances(
+        self, gih: Any, p: GpuInstanceProfile, devices: dict[tuple[int, int], MigDevice]
+    ) -> list[ComputeInstance]:
         n = self.nvml
         gi_id = int(n.nvmlGpuInstanceGetInfo(gih).id)
         out = []
@@ -483,7 +511,9 @@ class Nvml:
         return out
 
     @staticmethod
-    def _instances_from_devices(gpu_index: int, profiles: list[GpuInstanceProfile], devices: list[MigDevice]) -> list[GpuInstance]:
+    def _instances_from_devices(
+        gpu_index: int, profiles: list[GpuInstanceProfile], devices: list[MigDevice]
+    ) -> list[GpuInstance]:
         by_gi: dict[int, list[MigDevice]] = {}
         for d in devices:
             by_gi.setdefault(d.gi_id, []).append(d)
@@ -491,10 +521,18 @@ class Nvml:
         for gi_id, devs in sorted(by_gi.items()):
             d0 = devs[0]
             match = next(
-                (p for p in profiles if p.compute_slices == d0.gpu_instance_slices and p.memory_mib == d0.memory_mib),
+                (
+                    p
+                    for p in profiles
+                    if p.compute_slices == d0.gpu_instance_slices and p.memory_mib == d0.memory_mib
+                ),
                 None,
             )
-            gi_name = match.profile if match else f"{d0.gpu_instance_slices}g.{round(d0.memory_mib / 1024)}gb"
+            gi_name = (
+                match.profile
+                if match
+                else f"{d0.gpu_instance_slices}g.{round(d0.memory_mib / 1024)}gb"
+            )
             out.append(
                 GpuInstance(
                     gpu_index=gpu_index,
@@ -505,7 +543,9 @@ class Nvml:
                     compute_instances=tuple(
                         ComputeInstance(
                             ci_id=d.ci_id,
-                            profile=compute_instance_profile_name(d.compute_instance_slices, gi_name),
+                            profile=compute_instance_profile_name(
+                                d.compute_instance_slices, gi_name
+                            ),
                             profile_id=catalog.CI_ID_OF_SLICES.get(d.compute_instance_slices),
                             placement=None,
                             mig_uuid=d.mig_uuid,
@@ -525,7 +565,9 @@ class Nvml:
             h = self._handle(gpu_index)
         else:
             h = self._call(f"open MIG device {mig_uuid}", n.nvmlDeviceGetHandleByUUID, mig_uuid)
-        procs = self._call(f"list processes on GPU {gpu_index}", n.nvmlDeviceGetComputeRunningProcesses, h)
+        procs = self._call(
+            f"list processes on GPU {gpu_index}", n.nvmlDeviceGetComputeRunningProcesses, h
+        )
         out = []
         for p in procs:
             mem = getattr(p, "usedGpuMemory", None)
@@ -562,7 +604,9 @@ class Nvml:
         assert mode is not None
         return mode, int(status)
 
-    def create_gpu_instance(self, gpu_index: int, profile_id: int, start: int | None = None, size: int | None = None) -> int:
+    def create_gpu_instance(
+        self, gpu_index: int, profile_id: int, start: int | None = None, size: int | None = None
+    ) -> int:
         """Create a GPU instance, at an explicit placement when ``start`` is given.
 
         ``nvidia-smi mig -i N -cgi ID`` (placement: ``-cgi ID:START``).
@@ -583,7 +627,13 @@ class Nvml:
                 placements = self._placements(h, int(info.id))
                 size = placements[0].size if placements else 0
             placement = n.c_nvmlGpuInstancePlacement_t(start, size)
-            gih = self._call(what, n.nvmlDeviceCreateGpuInstanceWithPlacement, h, profile_id, ctypes.byref(placement))
+            gih = self._call(
+                what,
+                n.nvmlDeviceCreateGpuInstanceWithPlacement,
+                h,
+                profile_id,
+                ctypes.byref(placement),
+            )
         return int(self._call(what, n.nvmlGpuInstanceGetInfo, gih).id)
 
     def _placements(self, h: Any, profile_id: int) -> list[Placement]:
@@ -594,7 +644,9 @@ class Nvml:
         n.nvmlDeviceGetGpuInstancePossiblePlacements(h, profile_id, arr, ctypes.byref(count))
         return [Placement(int(arr[i].start), int(arr[i].size)) for i in range(count.value)]
 
-    def create_compute_instance(self, gpu_index: int, gi_id: int, ci_profile_id: int, start: int | None = None) -> int:
+    def create_compute_instance(
+        self, gpu_index: int, gi_id: int, ci_profile_id: int, start: int | None = None
+    ) -> int:
         """Create a compute instance in a GPU instance (``nvidia-smi mig -i N -gi G -cci ID``).
 
         Returns:
@@ -607,10 +659,21 @@ class Nvml:
         if start is None:
             cih = self._call(what, n.nvmlGpuInstanceCreateComputeInstance, gih, ci_profile_id)
         else:
-            info = self._call(what, n.nvmlGpuInstanceGetComputeInstanceProfileInfo, gih, ci_profile_id,
-                              n.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED)
+            info = self._call(
+                what,
+                n.nvmlGpuInstanceGetComputeInstanceProfileInfo,
+                gih,
+                ci_profile_id,
+                n.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED,
+            )
             placement = n.c_nvmlComputeInstancePlacement_t(start, int(info.sliceCount))
-            cih = self._call(what, n.nvmlGpuInstanceCreateComputeInstanceWithPlacement, gih, ci_profile_id, ctypes.byref(placement))
+            cih = self._call(
+                what,
+                n.nvmlGpuInstanceCreateComputeInstanceWithPlacement,
+                gih,
+                ci_profile_id,
+                ctypes.byref(placement),
+            )
         return int(self._call(what, n.nvmlComputeInstanceGetInfo, cih).id)
 
     def destroy_compute_instance(self, gpu_index: int, gi_id: int, ci_id: int) -> None:

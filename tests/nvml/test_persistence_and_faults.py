@@ -27,7 +27,10 @@ with open_nvml("a100-80gb:2") as n:
 
 def _run(code: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={**os.environ, **env},
     )
 
@@ -42,8 +45,11 @@ def test_a_change_in_one_process_is_seen_by_another() -> None:
 
 def test_concurrent_processes_never_double_book_a_slice() -> None:
     procs = [
-        subprocess.Popen([sys.executable, "-c", CREATE_IN_CHILD.format(count=4)],
-                         stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", CREATE_IN_CHILD.format(count=4)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(3)
     ]
     failures = sum(p.communicate(timeout=60)[0].count("InsufficientResourcesError") for p in procs)
@@ -55,7 +61,9 @@ def test_concurrent_processes_never_double_book_a_slice() -> None:
 
 
 def test_nth_call_fault_fires_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MIGPERF_SIM_FAULTS", "nvmlDeviceCreateGpuInstanceWithPlacement@2=InsufficientResources")
+    monkeypatch.setenv(
+        "MIGPERF_SIM_FAULTS", "nvmlDeviceCreateGpuInstanceWithPlacement@2=InsufficientResources"
+    )
     with open_nvml("h100-80gb") as n:
         n.create_gpu_instance(0, 19, 0)
         with pytest.raises(errors.InsufficientResourcesError):
@@ -84,7 +92,9 @@ def test_fault_counters_persist_across_processes_and_can_be_cleared() -> None:
 
 
 def test_crash_fault_kills_the_process_and_saves_nothing_of_that_call() -> None:
-    proc = _run(CREATE_IN_CHILD.format(count=3), MIGPERF_SIM_FAULTS="nvmlDeviceCreateGpuInstance@2=crash")
+    proc = _run(
+        CREATE_IN_CHILD.format(count=3), MIGPERF_SIM_FAULTS="nvmlDeviceCreateGpuInstance@2=crash"
+    )
     assert proc.returncode == -9
     with open_nvml("a100-80gb:2") as n:
         assert len(n.gpu_instances(1)) == 1

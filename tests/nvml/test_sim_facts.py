@@ -24,30 +24,71 @@ EIGHT = {  # id: (instances, compute slices, starts, size)
 
 # model: {id: (name, SMs, MiB)}
 FACTS = {
-    "a100-40gb": {19: ("1g.5gb", 14, 4864), 20: ("1g.5gb+me", 14, 4864), 15: ("1g.10gb", 14, 9984),
-                  14: ("2g.10gb", 28, 9984), 9: ("3g.20gb", 42, 20096), 5: ("4g.20gb", 56, 20096),
-                  0: ("7g.40gb", 98, 40448)},
-    "a100-80gb": {19: ("1g.10gb", 14, 9728), 20: ("1g.10gb+me", 14, 9728), 15: ("1g.20gb", 14, 19968),
-                  14: ("2g.20gb", 28, 19968), 9: ("3g.40gb", 42, 40192), 5: ("4g.40gb", 56, 40192),
-                  0: ("7g.80gb", 98, 80896)},
-    "h100-80gb": {19: ("1g.10gb", 16, 9984), 20: ("1g.10gb+me", 16, 9984), 15: ("1g.20gb", 26, 20096),
-                  14: ("2g.20gb", 32, 20096), 9: ("3g.40gb", 60, 40448), 5: ("4g.40gb", 64, 40448),
-                  0: ("7g.80gb", 132, 81152)},
-    "h100-nvl": {19: ("1g.12gb", 16, 11008), 20: ("1g.12gb+me", 16, 11008), 15: ("1g.24gb", 26, 22144),
-                 14: ("2g.24gb", 32, 22144), 9: ("3g.47gb", 60, 47488), 5: ("4g.47gb", 64, 47488),
-                 0: ("7g.94gb", 132, 95360)},
-    "h200": {19: ("1g.18gb", 16, 16384), 20: ("1g.18gb+me", 16, 16384), 15: ("1g.35gb", 26, 33024),
-             14: ("2g.35gb", 32, 33024), 9: ("3g.71gb", 60, 71168), 5: ("4g.71gb", 64, 71168),
-             0: ("7g.141gb", 132, 143360)},
+    "a100-40gb": {
+        19: ("1g.5gb", 14, 4864),
+        20: ("1g.5gb+me", 14, 4864),
+        15: ("1g.10gb", 14, 9984),
+        14: ("2g.10gb", 28, 9984),
+        9: ("3g.20gb", 42, 20096),
+        5: ("4g.20gb", 56, 20096),
+        0: ("7g.40gb", 98, 40448),
+    },
+    "a100-80gb": {
+        19: ("1g.10gb", 14, 9728),
+        20: ("1g.10gb+me", 14, 9728),
+        15: ("1g.20gb", 14, 19968),
+        14: ("2g.20gb", 28, 19968),
+        9: ("3g.40gb", 42, 40192),
+        5: ("4g.40gb", 56, 40192),
+        0: ("7g.80gb", 98, 80896),
+    },
+    "h100-80gb": {
+        19: ("1g.10gb", 16, 9984),
+        20: ("1g.10gb+me", 16, 9984),
+        15: ("1g.20gb", 26, 20096),
+        14: ("2g.20gb", 32, 20096),
+        9: ("3g.40gb", 60, 40448),
+        5: ("4g.40gb", 64, 40448),
+        0: ("7g.80gb", 132, 81152),
+    },
+    "h100-nvl": {
+        19: ("1g.12gb", 16, 11008),
+        20: ("1g.12gb+me", 16, 11008),
+        15: ("1g.24gb", 26, 22144),
+        14: ("2g.24gb", 32, 22144),
+        9: ("3g.47gb", 60, 47488),
+        5: ("4g.47gb", 64, 47488),
+        0: ("7g.94gb", 132, 95360),
+    },
+    "h200": {
+        19: ("1g.18gb", 16, 16384),
+        20: ("1g.18gb+me", 16, 16384),
+        15: ("1g.35gb", 26, 33024),
+        14: ("2g.35gb", 32, 33024),
+        9: ("3g.71gb", 60, 71168),
+        5: ("4g.71gb", 64, 71168),
+        0: ("7g.141gb", 132, 143360),
+    },
 }
 
 NAMES = {
-    "a100-40gb": "NVIDIA A100-SXM4-40GB", "a100-80gb": "NVIDIA A100-SXM4-80GB",
-    "h100-80gb": "NVIDIA H100 80GB HBM3", "h100-nvl": "NVIDIA H100 NVL", "h200": "NVIDIA H200",
-    "a30": "NVIDIA A30", "rtx-pro-6000": "NVIDIA RTX PRO 6000 Blackwell Server Edition",
+    "a100-40gb": "NVIDIA A100-SXM4-40GB",
+    "a100-80gb": "NVIDIA A100-SXM4-80GB",
+    "h100-80gb": "NVIDIA H100 80GB HBM3",
+    "h100-nvl": "NVIDIA H100 NVL",
+    "h200": "NVIDIA H200",
+    "a30": "NVIDIA A30",
+    "rtx-pro-6000": "NVIDIA RTX PRO 6000 Blackwell Server Edition",
 }
-PCI = {"a100-40gb": "0x20B010DE", "a100-80gb": "0x20B210DE", "h100-80gb": "0x233010DE",
-       "h100-nvl": "0x232110DE", "h200": "0x233510DE", "a30": "0x20B710DE", "rtx-pro-6000": "0x2BB510DE"}
+PCI = {
+    "a100-40gb": "0x20B010DE",
+    "a100-80gb": "0x20B210DE",
+    "h100-80gb": "0x233010DE",
+    "h100-nvl": "0x232110DE",
+    "h200": "0x233510DE",
+    "a30": "0x20B710DE",
+    "rtx-pro-6000": "0x2BB510DE",
+}
 
 
 @pytest.mark.parametrize("model", sorted(FACTS))
@@ -71,9 +112,17 @@ def test_eight_slice_gpus_match_the_fact_sheet(sim: Callable[..., Nvml], model: 
 def test_a30_matches_the_fact_sheet(sim: Callable[..., Nvml]) -> None:
     nvml = sim("a30")
     assert nvml.gpu(0).name == "NVIDIA A30"
-    rows = {p.profile_id: (p.profile, p.sm_count, p.memory_mib, p.instances_total,
-                           tuple(pl.start for pl in p.placements), p.memory_slices)
-            for p in nvml.gpu_instance_profiles(0)}
+    rows = {
+        p.profile_id: (
+            p.profile,
+            p.sm_count,
+            p.memory_mib,
+            p.instances_total,
+            tuple(pl.start for pl in p.placements),
+            p.memory_slices,
+        )
+        for p in nvml.gpu_instance_profiles(0)
+    }
     assert rows == {
         14: ("1g.6gb", 14, 5952, 4, (0, 1, 2, 3), 1),
         21: ("1g.6gb+me", 14, 5952, 1, (0, 1, 2, 3), 1),
@@ -85,8 +134,15 @@ def test_a30_matches_the_fact_sheet(sim: Callable[..., Nvml]) -> None:
 
 def test_rtx_pro_6000_uses_a_twelve_unit_grid(sim: Callable[..., Nvml]) -> None:
     nvml = sim("rtx-pro-6000")
-    rows = {p.profile_id: (p.profile, p.sm_count, tuple(pl.start for pl in p.placements), p.memory_slices)
-            for p in nvml.gpu_instance_profiles(0)}
+    rows = {
+        p.profile_id: (
+            p.profile,
+            p.sm_count,
+            tuple(pl.start for pl in p.placements),
+            p.memory_slices,
+        )
+        for p in nvml.gpu_instance_profiles(0)
+    }
     assert rows[14] == ("1g.24gb", 46, (0, 3, 6, 9), 3)
     assert rows[5] == ("2g.48gb", 94, (0, 6), 6)
     assert rows[0] == ("4g.96gb", 188, (0,), 12)
@@ -104,13 +160,21 @@ def test_gpu_without_mig_reports_no_mig(sim: Callable[..., Nvml]) -> None:
 def test_compute_instance_profiles_follow_the_lcip_captures(sim_a100_40gb: Nvml) -> None:
     nvml = sim_a100_40gb
     gi7 = nvml.create_gpu_instance(0, 0)
-    rows = [(c.profile, c.profile_id, c.instances_total, c.sm_count) for c in nvml.compute_instance_profiles(0, gi7)]
+    rows = [
+        (c.profile, c.profile_id, c.instances_total, c.sm_count)
+        for c in nvml.compute_instance_profiles(0, gi7)
+    ]
     assert rows == [
-        ("1c.7g.40gb", 0, 7, 14), ("2c.7g.40gb", 1, 3, 28), ("3c.7g.40gb", 2, 2, 42),
-        ("4c.7g.40gb", 3, 1, 56), ("7g.40gb", 4, 1, 98),
+        ("1c.7g.40gb", 0, 7, 14),
+        ("2c.7g.40gb", 1, 3, 28),
+        ("3c.7g.40gb", 2, 2, 42),
+        ("4c.7g.40gb", 3, 1, 56),
+        ("7g.40gb", 4, 1, 98),
     ]
     nvml.destroy_gpu_instance(0, gi7)
     gi4 = nvml.create_gpu_instance(0, 5)
-    rows = [(c.profile, c.profile_id, c.instances_total) for c in nvml.compute_instance_profiles(0, gi4)]
+    rows = [
+        (c.profile, c.profile_id, c.instances_total) for c in nvml.compute_instance_profiles(0, gi4)
+    ]
     # No 3c on a 4g GPU instance (S8l, S8o).
     assert rows == [("1c.4g.20gb", 0, 4), ("2c.4g.20gb", 1, 2), ("4g.20gb", 3, 1)]

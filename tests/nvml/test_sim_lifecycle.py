@@ -84,7 +84,9 @@ def test_a_process_on_a_mig_device_blocks_its_destruction(sim_h100: Nvml) -> Non
     dev = nvml.mig_devices(0)[0]
     control.attach_process("h100-80gb", 0, mig_uuid=dev.mig_uuid, used_mib=2048)
     procs = nvml.processes(0, dev.mig_uuid)
-    assert [(p.pid, p.gi_id, p.ci_id, p.used_memory_mib) for p in procs] == [(os.getpid(), gi, ci, 2048)]
+    assert [(p.pid, p.gi_id, p.ci_id, p.used_memory_mib) for p in procs] == [
+        (os.getpid(), gi, ci, 2048)
+    ]
     with pytest.raises(errors.GpuInUseError):
         nvml.destroy_compute_instance(0, gi, ci)
     control.detach_process("h100-80gb", 0, os.getpid())

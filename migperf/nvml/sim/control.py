@@ -69,13 +69,17 @@ def detach_process(spec: str, gpu_index: int, pid: int, *, root: Path | None = N
         keep = []
         for p in gpu["processes"]:
             if p["pid"] == pid:
-                gpu["extra_energy_mj"] += p.get("extra_power_w", 0.0) * (time.time() - p["started_unix"]) * 1000
+                gpu["extra_energy_mj"] += (
+                    p.get("extra_power_w", 0.0) * (time.time() - p["started_unix"]) * 1000
+                )
             else:
                 keep.append(p)
         gpu["processes"] = keep
 
 
-def hold_mode_changes(spec: str, gpu_index: int, hold: bool = True, *, root: Path | None = None) -> None:
+def hold_mode_changes(
+    spec: str, gpu_index: int, hold: bool = True, *, root: Path | None = None
+) -> None:
     """Make MIG mode changes stay pending until :func:`reset_gpu` (a GPU some client keeps open)."""
     with _machine(spec, root).transaction() as st:
         st["gpus"][gpu_index]["hold_mode_change"] = hold

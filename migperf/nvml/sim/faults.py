@@ -34,7 +34,9 @@ from migperf.errors import UsageError
 
 ENV_VAR = "MIGPERF_SIM_FAULTS"
 
-_RULE = re.compile(r"^\s*(?P<fn>nvml\w+)\s*(?:@\s*(?P<n>\d+)\s*(?P<plus>\+)?)?\s*=\s*(?P<action>\w+)\s*$")
+_RULE = re.compile(
+    r"^\s*(?P<fn>nvml\w+)\s*(?:@\s*(?P<n>\d+)\s*(?P<plus>\+)?)?\s*=\s*(?P<action>\w+)\s*$"
+)
 
 
 @dataclass(frozen=True)

@@ -166,7 +166,9 @@ class SimNvmlLib:
             raise _Fail(E_INVALID)
         return st["gpus"][index]
 
-    def _device(self, st: dict[str, Any], handle: Any) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]:
+    def _device(
+        self, st: dict[str, Any], handle: Any
+    ) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]:
         """(gpu, gi, ci) for a device or MIG-device handle (gi/ci None for a GPU)."""
         key = self._key(handle)
         if key[0] == "gpu":
@@ -207,7 +209,9 @@ class SimNvmlLib:
         gpu = self._gpu(st, key[1])
         return gpu, self._find_gi(gpu, key[2])
 
-    def _ci_handle(self, st: dict[str, Any], handle: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    def _ci_handle(
+        self, st: dict[str, Any], handle: Any
+    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         key = self._key(handle)
         if key[0] != "ci":
             raise _Fail(E_INVALID)
@@ -248,7 +252,13 @@ class SimNvmlLib:
 
     # ------------------------------------------------------ placement physics
 
-    def _can_place(self, gpu: dict[str, Any], p: ProfileFact, start: int, extra: list[tuple[ProfileFact, int]] | None = None) -> int:
+    def _can_place(
+        self,
+        gpu: dict[str, Any],
+        p: ProfileFact,
+        start: int,
+        extra: list[tuple[ProfileFact, int]] | None = None,
+    ) -> int:
         """SUCCESS or the error creating ``p`` at ``start`` would get.
 
         The driver's rules as modelled: allowed start, no memory-slice overlap,
@@ -259,9 +269,11 @@ class SimNvmlLib:
         model = self._model(gpu)
         if start not in p.starts:
             return E_INVALID
-        existing = [(self._profile_by_id(gpu, gi["profile_id"]), gi["start"]) for gi in gpu["gpu_instances"]]
+        existing = [
+            (self._profile_by_id(gpu, gi["profile_id"]), gi["start"]) for gi in gpu["gpu_instances"]
+        ]
         existing += extra or []
-        used = set()
+        used: set[int] = set()
         for q, s in existing:
             used.update(range(s, s + q.memory_slices))
         if used & set(range(start, start + p.memory_slices)):
@@ -292,7 +304,9 @@ class SimNvmlLib:
         st["serial"] += 1
         return int(st["serial"])
 
-    def _create_gi(self, st: dict[str, Any], gpu: dict[str, Any], p: ProfileFact, start: int, out: Any) -> None:
+    def _create_gi(
+        self, st: dict[str, Any], gpu: dict[str, Any], p: ProfileFact, start: int, out: Any
+    ) -> None:
         model = self._model(gpu)
         uid = self._next_serial(st)
         gi = {
@@ -308,22 +322,22 @@ class SimNvmlLib:
 
     # ------------------------------------------------------- init / system
 
-    def nvmlInitWithFlags(self, flags: Any) -> int:  # noqa: N802 (C symbol names)
+    def nvmlInitWithFlags(self, flags: Any) -> int:
         with self.machine.transaction():
             pass
         self._init_count += 1
         return SUCCESS
 
-    def nvmlInit_v2(self) -> int:  # noqa: N802
+    def nvmlInit_v2(self) -> int:
         return self.nvmlInitWithFlags(0)
 
-    def nvmlShutdown(self) -> int:  # noqa: N802
+    def nvmlShutdown(self) -> int:
         if self._init_count <= 0:
             return E_UNINIT
         self._init_count -= 1
         return SUCCESS
 
-    def nvmlErrorString(self, code: Any) -> bytes:  # noqa: N802
+    def nvmlErrorString(self, code: Any) -> bytes:
         strings = {
             E_IN_USE: b"In use by another client",
             E_INSUFFICIENT_RESOURCES: b"Insufficient Resources",
@@ -339,33 +353,33 @@ class SimNvmlLib:
         buf.value = data
 
     @_nvml
-    def nvmlSystemGetDriverVersion(self, st: dict[str, Any], buf: Any, size: Any) -> None:  # noqa: N802
+    def nvmlSystemGetDriverVersion(self, st: dict[str, Any], buf: Any, size: Any) -> None:
         self._write_str(buf, size, SIM_DRIVER_VERSION)
 
     @_nvml
-    def nvmlSystemGetNVMLVersion(self, st: dict[str, Any], buf: Any, size: Any) -> None:  # noqa: N802
+    def nvmlSystemGetNVMLVersion(self, st: dict[str, Any], buf: Any, size: Any) -> None:
         self._write_str(buf, size, SIM_NVML_VERSION)
 
     @_nvml
-    def nvmlSystemGetCudaDriverVersion(self, st: dict[str, Any], ref: Any) -> None:  # noqa: N802
+    def nvmlSystemGetCudaDriverVersion(self, st: dict[str, Any], ref: Any) -> None:
         _out(ref).value = SIM_CUDA_DRIVER_VERSION
 
     @_nvml
-    def nvmlSystemGetCudaDriverVersion_v2(self, st: dict[str, Any], ref: Any) -> None:  # noqa: N802
+    def nvmlSystemGetCudaDriverVersion_v2(self, st: dict[str, Any], ref: Any) -> None:
         _out(ref).value = SIM_CUDA_DRIVER_VERSION
 
     @_nvml
-    def nvmlDeviceGetCount_v2(self, st: dict[str, Any], ref: Any) -> None:  # noqa: N802
+    def nvmlDeviceGetCount_v2(self, st: dict[str, Any], ref: Any) -> None:
         _out(ref).value = len(st["gpus"])
 
     @_nvml
-    def nvmlDeviceGetHandleByIndex_v2(self, st: dict[str, Any], index: Any, ref: Any) -> None:  # noqa: N802
+    def nvmlDeviceGetHandleByIndex_v2(self, st: dict[str, Any], index: Any, ref: Any) -> None:
         i = _val(index)
         self._gpu(st, i)
         self._set_handle(ref, ("gpu", i))
 
     @_nvml
-    def nvmlDeviceGetHandleByUUID(self, st: dict[str, Any], uuid: Any, ref: Any) -> None:  # noqa: N802
+    def nvmlDeviceGetHandleByUUID(self, st: dict[str, Any], uuid: Any, ref: Any) -> None:
         text = _text(uuid)
         for gpu in st["gpus"]:
             if gpu["uuid"] == text:
@@ -379,7 +393,7 @@ class SimNvmlLib:
         raise _Fail(E_NOT_FOUND)
 
     @_nvml
-    def nvmlDeviceGetHandleByPciBusId_v2(self, st: dict[str, Any], bus_id: Any, ref: Any) -> None:  # noqa: N802
+    def nvmlDeviceGetHandleByPciBusId_v2(self, st: dict[str, Any], bus_id: Any, ref: Any) -> None:
         text = _text(bus_id).upper()
         for gpu in st["gpus"]:
             if gpu["pci_bus_id"].upper().endswith(text[-12:]):
@@ -394,7 +408,7 @@ class SimNvmlLib:
         return compute_instance_profile_name(CI_SLICES_OF_ID[ci["profile_id"]], p.name)
 
     @_nvml
-    def nvmlDeviceGetName(self, st: dict[str, Any], handle: Any, buf: Any, size: Any) -> None:  # noqa: N802
+    def nvmlDeviceGetName(self, st: dict[str, Any], handle: Any, buf: Any, size: Any) -> None:
         gpu, gi, ci = self._device(st, handle)
         name = self._model(gpu).name
         if gi is not None and ci is not None:
@@ -403,17 +417,17 @@ class SimNvmlLib:
         self._write_str(buf, size, name)
 
     @_nvml
-    def nvmlDeviceGetUUID(self, st: dict[str, Any], handle: Any, buf: Any, size: Any) -> None:  # noqa: N802
+    def nvmlDeviceGetUUID(self, st: dict[str, Any], handle: Any, buf: Any, size: Any) -> None:
         gpu, gi, ci = self._device(st, handle)
         self._write_str(buf, size, ci["uuid"] if ci is not None else gpu["uuid"])
 
     @_nvml
-    def nvmlDeviceGetSerial(self, st: dict[str, Any], handle: Any, buf: Any, size: Any) -> None:  # noqa: N802
+    def nvmlDeviceGetSerial(self, st: dict[str, Any], handle: Any, buf: Any, size: Any) -> None:
         gpu = self._parent(st, handle)
         self._write_str(buf, size, f"{1320000000000 + gpu['index']:013d}")
 
     @_nvml
-    def nvmlDeviceGetIndex(self, st: dict[str, Any], handle: Any, ref: Any) -> None:  # noqa: N802
+    def nvmlDeviceGetIndex(self, st: dict[str, Any], handle: Any, ref: Any) -> None:
         gpu, gi, ci = self._device(st, handle)
         if ci is None:
             _out(ref).value = gpu["index"]
@@ -421,11 +435,11 @@ class SimNvmlLib:
             _out(ref).value = self._mig_index(gpu, ci)
 
     @_nvml
-    def nvmlDeviceGetMinorNumber(self, st: dict[str, Any], handle: Any, ref: Any) -> None:  # noqa: N802
+    def nvmlDeviceGetMinorNumber(self, st: dict[str, Any], handle: Any, ref: Any) -> None:
         _out(ref).value = self._parent(st, handle)["index"]
 
     @_nvml
-    def nvmlDeviceGetPciInfo_v3(self, st: dict[str, Any], handle: Any, ref: Any) -> None:  # noqa: N802
+    def nvmlDeviceGetPciInfo_v3(self, st: dict[str, Any], handle: Any, ref: Any) -> None:
         gpu = self._parent(st, handle)
         info = _out(ref)
         bus = gpu["pci_bus_id"]
@@ -438,22 +452,24 @@ class SimNvmlLib:
         info.pciSubSystemId = 0x147E10DE
 
     @_nvml
-    def nvmlDeviceGetCudaComputeCapability(self, st: dict[str, Any], handle: Any, major: Any, minor: Any) -> None:  # noqa: N802
+    def nvmlDeviceGetCudaComputeCapability(
+        self, st: dict[str, Any], handle: Any, major: Any, minor: Any
+    ) -> None:
         gpu, _, _ = self._device(st, handle)
         cc = self._model(gpu).compute_capability
         _out(major).value, _out(minor).value = cc
 
     @_nvml
-    def nvmlDeviceGetArchitecture(self, st: dict[str, Any], handle: Any, ref: Any) -> None:  # noqa: N802
+    def nvmlDeviceGetArchitecture(self, st: dict[str, Any], handle: Any, ref: Any) -> None:
         gpu, _, _ = self._device(st, handle)
         _out(ref).value = self._model(gpu).architecture
 
     @_nvml
-    def nvmlDeviceGetMemoryInfo(self, st: dict[str, Any], handle: Any, ref: Any) -> None:  # noqa: N802
+    def nvmlDeviceGetMemoryInfo(self, st: dict[str, Any], handle: Any, ref: Any) -> None:
         self._memory(st, handle, _out(ref))
 
     @_nvml
-    def nvmlDeviceGetMemoryInfo_v2(self, st: dict[str, Any], handle: Any, ref: Any) -> None:  # noqa: N802
+    def nvmlDeviceGetMemoryInfo_v2(self, st: dict[str, Any], handle: Any, ref: Any) -> None:
         mem = _out(ref)
         if mem.version != pynvml.nvmlMemory_v2:
             raise _Fail(E_VERSION_MISMATCH)
@@ -477,14 +493,14 @@ class SimNvmlLib:
     # ------------------------------------------------------------- MIG mode
 
     @_nvml
-    def nvmlDeviceGetMigMode(self, st: dict[str, Any], handle: Any, cur: Any, pending: Any) -> None:  # noqa: N802
+    def nvmlDeviceGetMigMode(self, st: dict[str, Any], handle: Any, cur: Any, pending: Any) -> None:
         gpu = self._parent(st, handle)
         self._require_mig_capable(gpu)
         _out(cur).value = gpu["mig_current"]
         _out(pending).value = gpu["mig_pending"]
 
     @_nvml
-    def nvmlDeviceSetMigMode(self, st: dict[str, Any], handle: Any, mode: Any, status: Any) -> None:  # noqa: N802
+    def nvmlDeviceSetMigMode(self, st: dict[str, Any], handle: Any, mode: Any, status: Any) -> None:
         gpu = self._parent(st, handle)
         self._require_mig_capable(gpu)
         self._require_root(st)
@@ -533,7 +549,9 @@ class SimNvmlLib:
         return p
 
     @_nvml
-    def nvmlDeviceGetGpuInstanceProfileInfo(self, st: dict[str, Any], handle: Any, index: Any, ref: Any) -> None:  # noqa: N802
+    def nvmlDeviceGetGpuInstanceProfileInfo(
+        self, st: dict[str, Any], handle: Any, index: Any, ref: Any
+    ) -> None:
         # v1: documented to fail only when the GPU lacks MIG, so it answers
         # with MIG disabled too (mig-facts.md 8.2).
         gpu = self._parent(st, handle)
@@ -541,7 +559,9 @@ class SimNvmlLib:
         self._fill_gi_profile(gpu, self._profile_by_index(gpu, _val(index)), _out(ref))
 
     @_nvml
-    def nvmlDeviceGetGpuInstanceProfileInfoV(self, st: dict[str, Any], handle: Any, index: Any, ref: Any) -> None:  # noqa: N802
+    def nvmlDeviceGetGpuInstanceProfileInfoV(
+        self, st: dict[str, Any], handle: Any, index: Any, ref: Any
+    ) -> None:
         gpu = self._parent(st, handle)
         info = _out(ref)
         if info.version != pynvml.nvmlGpuInstanceProfileInfo_v2:
@@ -550,7 +570,9 @@ class SimNvmlLib:
         self._fill_gi_profile(gpu, self._profile_by_index(gpu, _val(index)), info)
 
     @_nvml
-    def nvmlDeviceGetGpuInstanceProfileInfoByIdV(self, st: dict[str, Any], handle: Any, profile_id: Any, ref: Any) -> None:  # noqa: N802
+    def nvmlDeviceGetGpuInstanceProfileInfoByIdV(
+        self, st: dict[str, Any], handle: Any, profile_id: Any, ref: Any
+    ) -> None:
         gpu = self._parent(st, handle)
         info = _out(ref)
         if info.version != pynvml.nvmlGpuInstanceProfileInfo_v2:
@@ -562,7 +584,9 @@ class SimNvmlLib:
         self._fill_gi_profile(gpu, p, info)
 
     @_nvml
-    def nvmlDeviceGetGpuInstancePossiblePlacements_v2(self, st: dict[str, Any], handle: Any, profile_id: Any, arr: Any, count: Any) -> None:  # noqa: N802
+    def nvmlDeviceGetGpuInstancePossiblePlacements_v2(
+        self, st: dict[str, Any], handle: Any, profile_id: Any, arr: Any, count: Any
+    ) -> None:
         # Works "regardless of whether MIG is enabled or not" (nvml.h).
         gpu = self._parent(st, handle)
         self._require_mig_capable(gpu)
@@ -580,7 +604,9 @@ class SimNvmlLib:
         cnt.value = len(p.starts)
 
     @_nvml
-    def nvmlDeviceGetGpuInstanceRemainingCapacity(self, st: dict[str, Any], handle: Any, profile_id: Any, ref: Any) -> None:  # noqa: N802
+    def nvmlDeviceGetGpuInstanceRemainingCapacity(
+        self, st: dict[str, Any], handle: Any, profile_id: Any, ref: Any
+    ) -> None:
         gpu = self._parent(st, handle)
         self._require_mig_on(gpu)
         self._require_root(st)
@@ -596,7 +622,9 @@ class SimNvmlLib:
     # ------------------------------------------------ GPU-instance lifecycle
 
     @_nvml
-    def nvmlDeviceCreateGpuInstance(self, st: dict[str, Any], handle: Any, profile_id: Any, out: Any) -> None:  # noqa: N802
+    def nvmlDeviceCreateGpuInstance(
+        self, st: dict[str, Any], handle: Any, profile_id: Any, out: Any
+    ) -> None:
         gpu = self._parent(st, handle)
         self._require_mig_on(gpu)
         self._require_root(st)
@@ -611,7 +639,9 @@ class SimNvmlLib:
         raise _Fail(E_INSUFFICIENT_RESOURCES)
 
     @_nvml
-    def nvmlDeviceCreateGpuInstanceWithPlacement(self, st: dict[str, Any], handle: Any, profile_id: Any, placement: Any, out: Any) -> None:  # noqa: N802
+    def nvmlDeviceCreateGpuInstanceWithPlacement(
+        self, st: dict[str, Any], handle: Any, profile_id: Any, placement: Any, out: Any
+    ) -> None:
         gpu = self._parent(st, handle)
         self._require_mig_on(gpu)
         self._require_root(st)
@@ -625,7 +655,7 @@ class SimNvmlLib:
         self._create_gi(st, gpu, p, pl.start, out)
 
     @_nvml
-    def nvmlGpuInstanceDestroy(self, st: dict[str, Any], handle: Any) -> None:  # noqa: N802
+    def nvmlGpuInstanceDestroy(self, st: dict[str, Any], handle: Any) -> None:
         gpu, gi = self._gi_handle(st, handle)
         self._require_root(st)
         self._prune_processes(gpu)
@@ -634,13 +664,17 @@ class SimNvmlLib:
         gpu["gpu_instances"].remove(gi)
 
     @_nvml
-    def nvmlDeviceGetGpuInstances(self, st: dict[str, Any], handle: Any, profile_id: Any, arr: Any, count: Any) -> None:  # noqa: N802
+    def nvmlDeviceGetGpuInstances(
+        self, st: dict[str, Any], handle: Any, profile_id: Any, arr: Any, count: Any
+    ) -> None:
         gpu = self._parent(st, handle)
         self._require_mig_on(gpu)
         self._require_root(st)
         pid = _val(profile_id)
         self._profile_by_id(gpu, pid)
-        gis = sorted((g for g in gpu["gpu_instances"] if g["profile_id"] == pid), key=lambda g: g["gi_id"])
+        gis = sorted(
+            (g for g in gpu["gpu_instances"] if g["profile_id"] == pid), key=lambda g: g["gi_id"]
+        )
         cnt = _out(count)
         if arr is None or cnt.value < len(gis):
             cnt.value = len(gis)
@@ -652,7 +686,9 @@ class SimNvmlLib:
         cnt.value = len(gis)
 
     @_nvml
-    def nvmlDeviceGetGpuInstanceById(self, st: dict[str, Any], handle: Any, gi_id: Any, out: Any) -> None:  # noqa: N802
+    def nvmlDeviceGetGpuInstanceById(
+        self, st: dict[str, Any], handle: Any, gi_id: Any, out: Any
+    ) -> None:
         gpu = self._parent(st, handle)
         self._require_mig_on(gpu)
         self._require_root(st)
@@ -663,7 +699,7 @@ class SimNvmlLib:
         raise _Fail(E_NOT_FOUND)
 
     @_nvml
-    def nvmlGpuInstanceGetInfo(self, st: dict[str, Any], handle: Any, ref: Any) -> None:  # noqa: N802
+    def nvmlGpuInstanceGetInfo(self, st: dict[str, Any], handle: Any, ref: Any) -> None:
         gpu, gi = self._gi_handle(st, handle)
         info = _out(ref)
         dev = pynvml.c_nvmlDevice_t()
@@ -676,7 +712,9 @@ class SimNvmlLib:
 
     # ------------------------------------------------ compute instances
 
-    def _ci_profile(self, gpu: dict[str, Any], gi: dict[str, Any], ci_profile_id: int) -> tuple[int, list[int]]:
+    def _ci_profile(
+        self, gpu: dict[str, Any], gi: dict[str, Any], ci_profile_id: int
+    ) -> tuple[int, list[int]]:
         """(compute slices, allowed starts) of a CI profile inside ``gi``."""
         if not 0 <= ci_profile_id < pynvml.NVML_COMPUTE_INSTANCE_PROFILE_COUNT:
             raise _Fail(E_INVALID)
@@ -686,7 +724,9 @@ class SimNvmlLib:
             raise _Fail(E_NOT_SUPPORTED)
         return c, list(range(0, g - c + 1, c))
 
-    def _fill_ci_profile(self, gpu: dict[str, Any], gi: dict[str, Any], ci_profile_id: int, info: Any) -> None:
+    def _fill_ci_profile(
+        self, gpu: dict[str, Any], gi: dict[str, Any], ci_profile_id: int, info: Any
+    ) -> None:
         p = self._profile_by_id(gpu, gi["profile_id"])
         c, starts = self._ci_profile(gpu, gi, ci_profile_id)
         info.id = ci_profile_id
@@ -702,14 +742,18 @@ class SimNvmlLib:
             info.name = f"MIG {compute_instance_profile_name(c, p.name)}".encode()
 
     @_nvml
-    def nvmlGpuInstanceGetComputeInstanceProfileInfo(self, st: dict[str, Any], handle: Any, profile: Any, eng: Any, ref: Any) -> None:  # noqa: N802
+    def nvmlGpuInstanceGetComputeInstanceProfileInfo(
+        self, st: dict[str, Any], handle: Any, profile: Any, eng: Any, ref: Any
+    ) -> None:
         gpu, gi = self._gi_handle(st, handle)
         if _val(eng) != pynvml.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED:
             raise _Fail(E_INVALID)
         self._fill_ci_profile(gpu, gi, _val(profile), _out(ref))
 
     @_nvml
-    def nvmlGpuInstanceGetComputeInstanceProfileInfoV(self, st: dict[str, Any], handle: Any, profile: Any, eng: Any, ref: Any) -> None:  # noqa: N802
+    def nvmlGpuInstanceGetComputeInstanceProfileInfoV(
+        self, st: dict[str, Any], handle: Any, profile: Any, eng: Any, ref: Any
+    ) -> None:
         gpu, gi = self._gi_handle(st, handle)
         info = _out(ref)
         if info.version != pynvml.nvmlComputeInstanceProfileInfo_v2:
@@ -718,7 +762,9 @@ class SimNvmlLib:
             raise _Fail(E_INVALID)
         self._fill_ci_profile(gpu, gi, _val(profile), info)
 
-    def _ci_free_starts(self, gpu: dict[str, Any], gi: dict[str, Any], c: int, starts: list[int]) -> list[int]:
+    def _ci_free_starts(
+        self, gpu: dict[str, Any], gi: dict[str, Any], c: int, starts: list[int]
+    ) -> list[int]:
         used: set[int] = set()
         for ci in gi["compute_instances"]:
             used.update(range(ci["start"], ci["start"] + ci["size"]))
@@ -730,7 +776,9 @@ class SimNvmlLib:
         return free
 
     @_nvml
-    def nvmlGpuInstanceGetComputeInstanceRemainingCapacity(self, st: dict[str, Any], handle: Any, profile_id: Any, ref: Any) -> None:  # noqa: N802
+    def nvmlGpuInstanceGetComputeInstanceRemainingCapacity(
+        self, st: dict[str, Any], handle: Any, profile_id: Any, ref: Any
+    ) -> None:
         gpu, gi = self._gi_handle(st, handle)
         c, starts = self._ci_profile(gpu, gi, _val(profile_id))
         n = 0
@@ -745,7 +793,9 @@ class SimNvmlLib:
         _out(ref).value = n
 
     @_nvml
-    def nvmlGpuInstanceGetComputeInstancePossiblePlacements(self, st: dict[str, Any], handle: Any, profile_id: Any, arr: Any, count: Any) -> None:  # noqa: N802
+    def nvmlGpuInstanceGetComputeInstancePossiblePlacements(
+        self, st: dict[str, Any], handle: Any, profile_id: Any, arr: Any, count: Any
+    ) -> None:
         gpu, gi = self._gi_handle(st, handle)
         c, starts = self._ci_profile(gpu, gi, _val(profile_id))
         cnt = _out(count)
@@ -760,7 +810,15 @@ class SimNvmlLib:
             arr[i].size = c
         cnt.value = len(starts)
 
-    def _create_ci(self, st: dict[str, Any], gpu: dict[str, Any], gi: dict[str, Any], ci_profile_id: int, start: int | None, out: Any) -> None:
+    def _create_ci(
+        self,
+        st: dict[str, Any],
+        gpu: dict[str, Any],
+        gi: dict[str, Any],
+        ci_profile_id: int,
+        start: int | None,
+        out: Any,
+    ) -> None:
         self._require_root(st)
         c, starts = self._ci_profile(gpu, gi, ci_profile_id)
         free = self._ci_free_starts(gpu, gi, c, starts)
@@ -787,12 +845,16 @@ class SimNvmlLib:
         self._set_handle(out, ("ci", gpu["index"], uid))
 
     @_nvml
-    def nvmlGpuInstanceCreateComputeInstance(self, st: dict[str, Any], handle: Any, profile_id: Any, out: Any) -> None:  # noqa: N802
+    def nvmlGpuInstanceCreateComputeInstance(
+        self, st: dict[str, Any], handle: Any, profile_id: Any, out: Any
+    ) -> None:
         gpu, gi = self._gi_handle(st, handle)
         self._create_ci(st, gpu, gi, _val(profile_id), None, out)
 
     @_nvml
-    def nvmlGpuInstanceCreateComputeInstanceWithPlacement(self, st: dict[str, Any], handle: Any, profile_id: Any, placement: Any, out: Any) -> None:  # noqa: N802
+    def nvmlGpuInstanceCreateComputeInstanceWithPlacement(
+        self, st: dict[str, Any], handle: Any, profile_id: Any, placement: Any, out: Any
+    ) -> None:
         gpu, gi = self._gi_handle(st, handle)
         pl = _out(placement)
         c, _ = self._ci_profile(gpu, gi, _val(profile_id))
@@ -801,20 +863,27 @@ class SimNvmlLib:
         self._create_ci(st, gpu, gi, _val(profile_id), pl.start, out)
 
     @_nvml
-    def nvmlComputeInstanceDestroy(self, st: dict[str, Any], handle: Any) -> None:  # noqa: N802
+    def nvmlComputeInstanceDestroy(self, st: dict[str, Any], handle: Any) -> None:
         gpu, gi, ci = self._ci_handle(st, handle)
         self._require_root(st)
         self._prune_processes(gpu)
-        if any(p.get("gi_id") == gi["gi_id"] and p.get("ci_id") == ci["ci_id"] for p in gpu["processes"]):
+        if any(
+            p.get("gi_id") == gi["gi_id"] and p.get("ci_id") == ci["ci_id"]
+            for p in gpu["processes"]
+        ):
             raise _Fail(E_IN_USE)
         gi["compute_instances"].remove(ci)
 
     @_nvml
-    def nvmlGpuInstanceGetComputeInstances(self, st: dict[str, Any], handle: Any, profile_id: Any, arr: Any, count: Any) -> None:  # noqa: N802
+    def nvmlGpuInstanceGetComputeInstances(
+        self, st: dict[str, Any], handle: Any, profile_id: Any, arr: Any, count: Any
+    ) -> None:
         gpu, gi = self._gi_handle(st, handle)
         pid = _val(profile_id)
         self._ci_profile(gpu, gi, pid)
-        cis = sorted((c for c in gi["compute_instances"] if c["profile_id"] == pid), key=lambda c: c["ci_id"])
+        cis = sorted(
+            (c for c in gi["compute_instances"] if c["profile_id"] == pid), key=lambda c: c["ci_id"]
+        )
         cnt = _out(count)
         if arr is None or cnt.value < len(cis):
             cnt.value = len(cis)
@@ -826,7 +895,9 @@ class SimNvmlLib:
         cnt.value = len(cis)
 
     @_nvml
-    def nvmlGpuInstanceGetComputeInstanceById(self, st: dict[str, Any], handle: Any, ci_id: Any, out: Any) -> None:  # noqa: N802
+    def nvmlGpuInstanceGetComputeInstanceById(
+        self, st: dict[str, Any], handle: Any, ci_id: Any, out: Any
+    ) -> None:
         gpu, gi = self._gi_handle(st, handle)
         for ci in gi["compute_instances"]:
             if ci["ci_id"] == _val(ci_id):
@@ -835,7 +906,7 @@ class SimNvmlLib:
         raise _Fail(E_NOT_FOUND)
 
     @_nvml
-    def nvmlComputeInstanceGetInfo_v2(self, st: dict[str, Any], handle: Any, ref: Any) -> None:  # noqa: N802
+    def nvmlComputeInstanceGetInfo_v2(self, st: dict[str, Any], handle: Any, ref: Any) -> None:
         gpu, gi, ci = self._ci_handle(st, handle)
         info = _out(ref)
         dev = pynvml.c_nvmlDevice_t()
@@ -861,32 +932,34 @@ class SimNvmlLib:
         return [c["uid"] for _, c in self._mig_order(gpu)].index(ci["uid"])
 
     @_nvml
-    def nvmlDeviceIsMigDeviceHandle(self, st: dict[str, Any], handle: Any, ref: Any) -> None:  # noqa: N802
+    def nvmlDeviceIsMigDeviceHandle(self, st: dict[str, Any], handle: Any, ref: Any) -> None:
         _out(ref).value = 1 if self._key(handle)[0] == "mig" else 0
 
     @_nvml
-    def nvmlDeviceGetGpuInstanceId(self, st: dict[str, Any], handle: Any, ref: Any) -> None:  # noqa: N802
+    def nvmlDeviceGetGpuInstanceId(self, st: dict[str, Any], handle: Any, ref: Any) -> None:
         _, gi, _ = self._device(st, handle)
         if gi is None:
             raise _Fail(E_NOT_SUPPORTED)
         _out(ref).value = gi["gi_id"]
 
     @_nvml
-    def nvmlDeviceGetComputeInstanceId(self, st: dict[str, Any], handle: Any, ref: Any) -> None:  # noqa: N802
+    def nvmlDeviceGetComputeInstanceId(self, st: dict[str, Any], handle: Any, ref: Any) -> None:
         _, _, ci = self._device(st, handle)
         if ci is None:
             raise _Fail(E_NOT_SUPPORTED)
         _out(ref).value = ci["ci_id"]
 
     @_nvml
-    def nvmlDeviceGetMaxMigDeviceCount(self, st: dict[str, Any], handle: Any, ref: Any) -> None:  # noqa: N802
+    def nvmlDeviceGetMaxMigDeviceCount(self, st: dict[str, Any], handle: Any, ref: Any) -> None:
         gpu = self._parent(st, handle)
         model = self._model(gpu)
         # "Returns zero if MIG is not supported or enabled"; 7 on an A100.
         _out(ref).value = model.compute_slices if model.mig_capable and self._mig_on(gpu) else 0
 
     @_nvml
-    def nvmlDeviceGetMigDeviceHandleByIndex(self, st: dict[str, Any], handle: Any, index: Any, out: Any) -> None:  # noqa: N802
+    def nvmlDeviceGetMigDeviceHandleByIndex(
+        self, st: dict[str, Any], handle: Any, index: Any, out: Any
+    ) -> None:
         gpu = self._parent(st, handle)
         self._require_mig_on(gpu)
         order = self._mig_order(gpu)
@@ -896,14 +969,16 @@ class SimNvmlLib:
         self._set_handle(out, ("mig", gpu["index"], order[i][1]["uid"]))
 
     @_nvml
-    def nvmlDeviceGetDeviceHandleFromMigDeviceHandle(self, st: dict[str, Any], handle: Any, out: Any) -> None:  # noqa: N802
+    def nvmlDeviceGetDeviceHandleFromMigDeviceHandle(
+        self, st: dict[str, Any], handle: Any, out: Any
+    ) -> None:
         key = self._key(handle)
         if key[0] != "mig":
             raise _Fail(E_INVALID)
         self._set_handle(out, ("gpu", key[1]))
 
     @_nvml
-    def nvmlDeviceGetAttributes_v2(self, st: dict[str, Any], handle: Any, ref: Any) -> None:  # noqa: N802
+    def nvmlDeviceGetAttributes_v2(self, st: dict[str, Any], handle: Any, ref: Any) -> None:
         gpu, gi, ci = self._device(st, handle)
         if gi is None or ci is None:
             # "This API currently only supports MIG device handles."
@@ -930,7 +1005,9 @@ class SimNvmlLib:
             try:
                 os.kill(p["pid"], 0)
             except ProcessLookupError:
-                gpu["extra_energy_mj"] += p.get("extra_power_w", 0.0) * (time.time() - p["started_unix"]) * 1000
+                gpu["extra_energy_mj"] += (
+                    p.get("extra_power_w", 0.0) * (time.time() - p["started_unix"]) * 1000
+                )
                 continue
             except PermissionError:
                 pass
@@ -938,12 +1015,16 @@ class SimNvmlLib:
         gpu["processes"] = alive
 
     @_nvml
-    def nvmlDeviceGetComputeRunningProcesses_v3(self, st: dict[str, Any], handle: Any, count: Any, arr: Any) -> None:  # noqa: N802
+    def nvmlDeviceGetComputeRunningProcesses_v3(
+        self, st: dict[str, Any], handle: Any, count: Any, arr: Any
+    ) -> None:
         gpu, gi, ci = self._device(st, handle)
         self._prune_processes(gpu)
         procs = gpu["processes"]
         if gi is not None and ci is not None:
-            procs = [p for p in procs if p.get("gi_id") == gi["gi_id"] and p.get("ci_id") == ci["ci_id"]]
+            procs = [
+                p for p in procs if p.get("gi_id") == gi["gi_id"] and p.get("ci_id") == ci["ci_id"]
+            ]
         cnt = _out(count)
         if not procs:
             cnt.value = 0
@@ -959,7 +1040,7 @@ class SimNvmlLib:
         cnt.value = len(procs)
 
     @_nvml
-    def nvmlDeviceGetComputeMode(self, st: dict[str, Any], handle: Any, ref: Any) -> None:  # noqa: N802
+    def nvmlDeviceGetComputeMode(self, st: dict[str, Any], handle: Any, ref: Any) -> None:
         gpu, gi, _ = self._device(st, handle)
         if gi is None and self._mig_on(gpu):
             # "If MIG is enabled on a GPU, device must be MIG device handle."
@@ -994,15 +1075,19 @@ class SimNvmlLib:
         load = self._load_fraction(gpu)
         # A small deterministic ripple so traces are not flat lines.
         ripple = 1.0 + 0.01 * math.sin(time.time() * 2.0)
-        return (model.idle_power_w + (model.power_limit_w - model.idle_power_w) * 0.85 * load) * ripple
+        return (
+            model.idle_power_w + (model.power_limit_w - model.idle_power_w) * 0.85 * load
+        ) * ripple
 
     @_nvml
-    def nvmlDeviceGetPowerUsage(self, st: dict[str, Any], handle: Any, ref: Any) -> None:  # noqa: N802
+    def nvmlDeviceGetPowerUsage(self, st: dict[str, Any], handle: Any, ref: Any) -> None:
         gpu = self._board_only(st, handle)
         _out(ref).value = int(self._power_w(gpu) * 1000)
 
     @_nvml
-    def nvmlDeviceGetTotalEnergyConsumption(self, st: dict[str, Any], handle: Any, ref: Any) -> None:  # noqa: N802
+    def nvmlDeviceGetTotalEnergyConsumption(
+        self, st: dict[str, Any], handle: Any, ref: Any
+    ) -> None:
         gpu = self._board_only(st, handle)
         model = self._model(gpu)
         now = time.time()
@@ -1013,17 +1098,19 @@ class SimNvmlLib:
         _out(ref).value = int(mj)
 
     @_nvml
-    def nvmlDeviceGetEnforcedPowerLimit(self, st: dict[str, Any], handle: Any, ref: Any) -> None:  # noqa: N802
+    def nvmlDeviceGetEnforcedPowerLimit(self, st: dict[str, Any], handle: Any, ref: Any) -> None:
         gpu = self._board_only(st, handle)
         _out(ref).value = self._model(gpu).power_limit_w * 1000
 
     @_nvml
-    def nvmlDeviceGetPowerManagementLimit(self, st: dict[str, Any], handle: Any, ref: Any) -> None:  # noqa: N802
+    def nvmlDeviceGetPowerManagementLimit(self, st: dict[str, Any], handle: Any, ref: Any) -> None:
         gpu = self._board_only(st, handle)
         _out(ref).value = self._model(gpu).power_limit_w * 1000
 
     @_nvml
-    def nvmlDeviceGetTemperature(self, st: dict[str, Any], handle: Any, sensor: Any, ref: Any) -> None:  # noqa: N802
+    def nvmlDeviceGetTemperature(
+        self, st: dict[str, Any], handle: Any, sensor: Any, ref: Any
+    ) -> None:
         gpu = self._board_only(st, handle)
         if _val(sensor) != pynvml.NVML_TEMPERATURE_GPU:
             raise _Fail(E_INVALID)
@@ -1041,17 +1128,21 @@ class SimNvmlLib:
         raise _Fail(E_INVALID)
 
     @_nvml
-    def nvmlDeviceGetClockInfo(self, st: dict[str, Any], handle: Any, clock_type: Any, ref: Any) -> None:  # noqa: N802
+    def nvmlDeviceGetClockInfo(
+        self, st: dict[str, Any], handle: Any, clock_type: Any, ref: Any
+    ) -> None:
         gpu = self._board_only(st, handle)
         _out(ref).value = self._clock(gpu, _val(clock_type), maximum=False)
 
     @_nvml
-    def nvmlDeviceGetMaxClockInfo(self, st: dict[str, Any], handle: Any, clock_type: Any, ref: Any) -> None:  # noqa: N802
+    def nvmlDeviceGetMaxClockInfo(
+        self, st: dict[str, Any], handle: Any, clock_type: Any, ref: Any
+    ) -> None:
         gpu = self._board_only(st, handle)
         _out(ref).value = self._clock(gpu, _val(clock_type), maximum=True)
 
     @_nvml
-    def nvmlDeviceGetUtilizationRates(self, st: dict[str, Any], handle: Any, ref: Any) -> None:  # noqa: N802
+    def nvmlDeviceGetUtilizationRates(self, st: dict[str, Any], handle: Any, ref: Any) -> None:
         gpu, gi, _ = self._device(st, handle)
         if gi is not None or self._mig_on(gpu):
             # "On MIG-enabled GPUs, querying device utilization rates is not
@@ -1063,9 +1154,13 @@ class SimNvmlLib:
         u.memory = int(60 * load)
 
     @_nvml
-    def nvmlDeviceGetCurrentClocksEventReasons(self, st: dict[str, Any], handle: Any, ref: Any) -> None:  # noqa: N802
+    def nvmlDeviceGetCurrentClocksEventReasons(
+        self, st: dict[str, Any], handle: Any, ref: Any
+    ) -> None:
         gpu = self._board_only(st, handle)
         idle = self._load_fraction(gpu) == 0
-        _out(ref).value = pynvml.nvmlClocksEventReasonGpuIdle if idle else pynvml.nvmlClocksEventReasonNone
+        _out(ref).value = (
+            pynvml.nvmlClocksEventReasonGpuIdle if idle else pynvml.nvmlClocksEventReasonNone
+        )
 
     nvmlDeviceGetCurrentClocksThrottleReasons = nvmlDeviceGetCurrentClocksEventReasons
