@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import types
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -66,6 +67,10 @@ class Nvml:
         self.read_only = read_only
         self.fallback_reason = fallback_reason
         self._initialized = False
+        # Facts that cannot change while NVML is open: the GPU count, and each
+        # GPU's profiles and placements (until its MIG mode changes).
+        self._gpu_count: int | None = None
+        self._static_profiles: dict[int, list[GpuInstanceProfile]] = {}
 
     # ---------------------------------------------------------------- set-up
 
@@ -156,7 +161,8 @@ class Nvml:
             )
         return errors.NvmlCallError(msg, hint="check `nvidia-smi` and the kernel log (dmesg)")
 
-    def _refuse_if_read_only(self, what: str) -> None:
+    def require_writable(self, what: str) -> None:
+        """Raise ReadOnlyError when read-only mode is on; ``what`` names the refused change."""
         if self.read_only:
             raise errors.ReadOnlyError(
                 f"refusing to {what}: migperf is in read-only mode",
@@ -199,7 +205,9 @@ class Nvml:
 
     def gpu_count(self) -> int:
         """Number of physical GPUs (``nvidia-smi -L`` without the MIG lines)."""
-        return int(self._call("count GPUs", self.nvml.nvmlDeviceGetCount))
+        if self._gpu_count is None:
+            self._gpu_count = int(self._call("count GPUs", self.nvml.nvmlDeviceGetCount))
+        return self._gpu_count
 
     # ------------------------------------------------------------------ GPUs
 
@@ -298,7 +306,16 @@ class Nvml:
                 ) from exc
             profiles.append(self._profile(gpu_index, h, index, info, total_mib, mode.current))
         profiles.sort(key=lambda p: (-p.memory_slices, -p.compute_slices, p.profile_id))
+        self._static_profiles[gpu_index] = [
+            dataclasses.replace(p, instances_free=None) for p in profiles
+        ]
         return profiles
+
+    def _profiles_static(self, gpu_index: int) -> list[GpuInstanceProfile]:
+        """Profiles without free counts, cached: for lookups by id."""
+        if gpu_index not in self._static_profiles:
+            self.gpu_instance_profiles(gpu_index)
+        return self._static_profiles[gpu_index]
 
     def _profile(
         self, gpu_index: int, h: Any, index: int, info: Any, total_mib: int | None, mig_on: bool
@@ -389,7 +406,7 @@ class Nvml:
 
     def _gi_profile_name(self, gpu_index: int, gih: Any) -> str:
         info = self._call("read GPU-instance info", self.nvml.nvmlGpuInstanceGetInfo, gih)
-        for p in self.gpu_instance_profiles(gpu_index):
+        for p in self._profiles_static(gpu_index):
             if p.profile_id == int(info.profileId):
                 return p.profile
         return f"profile-{int(info.profileId)}"
@@ -446,7 +463,7 @@ class Nvml:
         if mode is None or not mode.current:
             return []
         h = self._handle(gpu_index)
-        profiles = self.gpu_instance_profiles(gpu_index)
+        profiles = self._profiles_static(gpu_index)
         devices = {(d.gi_id, d.ci_id): d for d in self.mig_devices(gpu_index)}
         out: list[GpuInstance] = []
         try:
@@ -597,9 +614,10 @@ class Nvml:
             ReadOnlyError, MigNotSupportedError, NvmlPermissionError, GpuInUseError.
         """
         what = f"{'enable' if enabled else 'disable'} MIG mode on GPU {gpu_index}"
-        self._refuse_if_read_only(what)
+        self.require_writable(what)
         h = self._handle(gpu_index)
         status = self._call(what, self.nvml.nvmlDeviceSetMigMode, h, 1 if enabled else 0)
+        self._static_profiles.pop(gpu_index, None)
         mode = self.mig_mode(gpu_index)
         assert mode is not None
         return mode, int(status)
@@ -616,7 +634,7 @@ class Nvml:
         """
         where = f" at {start}:{size}" if start is not None else ""
         what = f"create a GPU instance of profile {profile_id}{where} on GPU {gpu_index}"
-        self._refuse_if_read_only(what)
+        self.require_writable(what)
         n = self.nvml
         h = self._handle(gpu_index)
         if start is None:
@@ -653,7 +671,7 @@ class Nvml:
             The new compute instance's id.
         """
         what = f"create a compute instance of profile {ci_profile_id} in GPU instance {gi_id} on GPU {gpu_index}"
-        self._refuse_if_read_only(what)
+        self.require_writable(what)
         n = self.nvml
         gih = self._gi_handle(gpu_index, gi_id)
         if start is None:
@@ -679,7 +697,7 @@ class Nvml:
     def destroy_compute_instance(self, gpu_index: int, gi_id: int, ci_id: int) -> None:
         """Destroy a compute instance (``nvidia-smi mig -i N -gi G -ci C -dci``)."""
         what = f"destroy compute instance {ci_id} of GPU instance {gi_id} on GPU {gpu_index}"
-        self._refuse_if_read_only(what)
+        self.require_writable(what)
         n = self.nvml
         gih = self._gi_handle(gpu_index, gi_id)
         cih = self._call(what, n.nvmlGpuInstanceGetComputeInstanceById, gih, ci_id)
@@ -688,6 +706,6 @@ class Nvml:
     def destroy_gpu_instance(self, gpu_index: int, gi_id: int) -> None:
         """Destroy a GPU instance that has no compute instances (``nvidia-smi mig -i N -gi G -dgi``)."""
         what = f"destroy GPU instance {gi_id} on GPU {gpu_index}"
-        self._refuse_if_read_only(what)
+        self.require_writable(what)
         gih = self._gi_handle(gpu_index, gi_id)
         self._call(what, self.nvml.nvmlGpuInstanceDestroy, gih)

@@ -9,10 +9,12 @@ atomically (write to a temporary file, then ``os.replace``) when it changed.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,8 +22,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from filelock import FileLock
 
 from migperf.errors import UsageError
 from migperf.nvml.catalog import MODELS, get_model
@@ -161,6 +161,46 @@ def mig_uuid(gpu_uuid: str, serial: int) -> str:
     return "MIG-" + str(uuid.uuid5(_NAMESPACE, f"{gpu_uuid}/{serial}"))
 
 
+def _dump(state: dict[str, Any]) -> str:
+    # One canonical text: it is both what is saved and what detects a change.
+    # Compact separators keep json on its C encoder (indent would not).
+    return json.dumps(state, sort_keys=True, separators=(",", ":"))
+
+
+class _FlockLock:
+    """An exclusive lock across processes (flock) and threads (a mutex).
+
+    Every simulated NVML call takes it, so it must be cheap: one ``flock`` on
+    a descriptor kept open, reopened after a fork so parent and child never
+    share a lock.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._mutex = threading.Lock()
+        self._fd: int | None = None
+        self._pid = 0
+
+    def __enter__(self) -> None:
+        self._mutex.acquire()
+        try:
+            if self._fd is None or self._pid != os.getpid():
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                self._pid = os.getpid()
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._mutex.release()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            assert self._fd is not None
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._mutex.release()
+
+
 class MachineState:
     """Access to one simulated machine's state file."""
 
@@ -168,19 +208,17 @@ class MachineState:
         self.spec = spec
         directory = (root or state_dir()) / "sim"
         self.path = directory / f"{spec.machine_name}.json"
-        self._lock = FileLock(str(self.path) + ".lock")
+        self._lock = _FlockLock(Path(str(self.path) + ".lock"))
 
     @contextmanager
     def transaction(self) -> Iterator[dict[str, Any]]:
         """Lock, load (creating the machine on first use), yield, save if changed."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock:
             state, raw = self._load()
-            before = json.dumps(state, sort_keys=True) if raw is not None else None
             yield state
-            after = json.dumps(state, sort_keys=True)
-            if after != before:
-                self._save(state)
+            text = _dump(state)
+            if text != raw:
+                self._save_text(text)
 
     def read(self) -> dict[str, Any]:
         """A snapshot of the state, taken under the lock."""
@@ -202,11 +240,11 @@ class MachineState:
             return new_state(self.spec), None
         return state, raw
 
-    def _save(self, state: dict[str, Any]) -> None:
+    def _save_text(self, text: str) -> None:
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name, suffix=".tmp")
         try:
             with os.fdopen(fd, "w") as f:
-                json.dump(state, f, indent=1, sort_keys=True)
+                f.write(text)
             os.replace(tmp, self.path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
