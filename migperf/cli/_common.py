@@ -70,10 +70,20 @@ def open_for_reading(ctx: typer.Context) -> Nvml:
 
 
 def open_for_changes(ctx: typer.Context) -> Nvml:
-    """NVML for a command that changes a GPU: never falls back to the simulator."""
-    from migperf.nvml import open_nvml
+    """NVML for a command that changes a GPU: never falls back to the simulator.
+
+    In read-only mode the command is refused here, before it looks at anything.
+    """
+    from migperf.errors import ReadOnlyError
+    from migperf.nvml import env_read_only, open_nvml
 
     st = state(ctx)
+    if st.read_only or (st.read_only is None and env_read_only()):
+        command = " ".join(ctx.command_path.split()[1:]) or "this command"
+        raise ReadOnlyError(
+            f"refusing `migperf {command}`: read-only mode is on (--read-only or MIGPERF_READ_ONLY)",
+            hint="this command changes the GPU; run it without --read-only, or use --dry-run to see the plan",
+        )
     return open_nvml(st.simulate, allow_fallback=False, read_only=st.read_only)
 
 

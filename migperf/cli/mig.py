@@ -192,3 +192,156 @@ def show(ctx: typer.Context, gpu: GpuOption = None, as_json: JsonOption = False)
                     ci.mig_uuid,
                 )
         console.print(table)
+
+
+# ----------------------------------------------------------------- changes
+
+GpuTargetOption = Annotated[
+    str,
+    typer.Option("--gpu", "-i", help="GPU index, or 'all'.", metavar="N|all"),
+]
+DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")]
+ForceOption = Annotated[
+    bool, typer.Option("--force", help="Destroy instances even if processes run on them.")
+]
+
+
+def _targets(nvml: object, gpu: str) -> list[int]:
+    from migperf.errors import UsageError
+
+    if gpu.strip().lower() == "all":
+        return _indices(nvml, None)
+    try:
+        index = int(gpu)
+    except ValueError:
+        raise UsageError(
+            f"--gpu {gpu!r} is not a GPU index or 'all'", hint="e.g. --gpu 0 or --gpu all"
+        ) from None
+    if index < 0:
+        raise UsageError(
+            f"--gpu {gpu!r} is not a GPU index or 'all'", hint="e.g. --gpu 0 or --gpu all"
+        )
+    return _indices(nvml, index)
+
+
+def _print_plan(result: object, *, dry_run: bool) -> None:
+    from migperf.mig.apply import ApplyResult
+
+    assert isinstance(result, ApplyResult)
+    console = stdout()
+    g = result.gpu_index
+    if result.recovered is not None:
+        console.print(f"GPU {g}: replayed a journal left by an interrupted change first")
+    if not result.steps:
+        console.print(
+            f"GPU {g}: already in the requested layout ({result.before.describe()}); nothing to do"
+        )
+        return
+    head = "would" if dry_run else "did"
+    console.print(f"GPU {g}: {result.before.describe()}  ->  {result.after.describe()}")
+    for step in result.steps:
+        console.print(f"  {head} {step.describe()}")
+
+
+def _mode_command(ctx: typer.Context, gpu: str, enable: bool, as_json: bool) -> None:
+    from migperf.cli._common import open_for_changes
+    from migperf.errors import GpuInUseError
+
+    results = []
+    with open_for_changes(ctx) as nvml:
+        for i in _targets(nvml, gpu):
+            info = nvml.gpu(i)
+            if not info.mig_capable:
+                raise MigNotSupportedError(
+                    f"GPU {i} ({info.name}) does not support MIG",
+                    hint="choose a MIG-capable GPU with --gpu (see `migperf gpus`)",
+                )
+            if not enable and nvml.gpu_instances(i):
+                raise GpuInUseError(
+                    f"cannot disable MIG on GPU {i}: it has {len(nvml.gpu_instances(i))} GPU instance(s)",
+                    hint=f"destroy them first with `migperf mig reset --gpu {i}`",
+                )
+            mode, status = nvml.set_mig_mode(i, enable)
+            results.append((i, mode, status))
+    want = "enable" if enable else "disable"
+    if as_json:
+        print_json(
+            [
+                {
+                    "gpu_index": i,
+                    "mig_mode": {"current": m.current, "pending": m.pending},
+                    "activation_status": s,
+                }
+                for i, m, s in results
+            ]
+        )
+    for i, mode, status in results:
+        if mode.current == enable:
+            if not as_json:
+                stdout().print(f"GPU {i}: MIG mode {want}d")
+            continue
+        reason = (
+            "the GPU is in use by another client" if status == 19 else f"activation status {status}"
+        )
+        stderr().print(
+            f"WARNING: GPU {i}: MIG mode is pending {want} ({reason}). It takes effect after a GPU reset: "
+            f"stop every process using the GPU (including nvidia-persistenced and DCGM), then run "
+            f"`sudo nvidia-smi --gpu-reset -i {i}`, or reboot.",
+            soft_wrap=True,
+        )
+
+
+@app.command("enable")
+def enable(ctx: typer.Context, gpu: GpuTargetOption = "all", as_json: JsonOption = False) -> None:
+    """Enable MIG mode (`nvidia-smi -i N -mig 1`); explains a pending change."""
+    _mode_command(ctx, gpu, True, as_json)
+
+
+@app.command("disable")
+def disable(ctx: typer.Context, gpu: GpuTargetOption = "all", as_json: JsonOption = False) -> None:
+    """Disable MIG mode (`nvidia-smi -i N -mig 0`); GPU instances must be destroyed first."""
+    _mode_command(ctx, gpu, False, as_json)
+
+
+@app.command("reset")
+def reset(
+    ctx: typer.Context,
+    gpu: GpuTargetOption = "all",
+    force: ForceOption = False,
+    dry_run: DryRunOption = False,
+) -> None:
+    """Destroy every GPU and compute instance, transactionally (`nvidia-smi mig -dci; -dgi`)."""
+    from migperf.cli._common import open_for_changes
+    from migperf.mig.apply import converge, empty_target
+
+    opener = open_for_reading if dry_run else open_for_changes
+    with opener(ctx) as nvml:
+        for i in _targets(nvml, gpu):
+            if nvml.mig_mode(i) is None:
+                continue
+            result = converge(
+                nvml,
+                i,
+                empty_target(nvml, i),
+                force=force,
+                dry_run=dry_run,
+                command="migperf mig reset",
+            )
+            _print_plan(result, dry_run=dry_run)
+
+
+@app.command("restore")
+def restore_cmd(ctx: typer.Context, gpu: GpuTargetOption = "all") -> None:
+    """Replay the journal an interrupted change left, restoring the layout it started from."""
+    from migperf.cli._common import open_for_changes
+    from migperf.mig.apply import restore
+
+    with open_for_changes(ctx) as nvml:
+        for i in _targets(nvml, gpu):
+            if nvml.mig_mode(i) is None:
+                continue
+            result = restore(nvml, i)
+            if result is None:
+                stdout().print(f"GPU {i}: no journal; nothing to restore")
+            else:
+                stdout().print(f"GPU {i}: restored {result.after.describe()}")
