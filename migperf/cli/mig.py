@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -345,3 +347,224 @@ def restore_cmd(ctx: typer.Context, gpu: GpuTargetOption = "all") -> None:
                 stdout().print(f"GPU {i}: no journal; nothing to restore")
             else:
                 stdout().print(f"GPU {i}: restored {result.after.describe()}")
+
+
+# ------------------------------------------------------- layouts and apply
+
+ModelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--model", help="Plan for a GPU model without a GPU (e.g. h100-80gb), instead of --gpu."
+    ),
+]
+
+
+def _geometry_and_name(
+    ctx: typer.Context, model: str | None, gpu: int | None
+) -> tuple[object, str]:
+    from migperf.errors import UsageError
+    from migperf.mig.solver import MigGeometry
+    from migperf.nvml.catalog import get_model
+
+    if model is not None:
+        if gpu is not None:
+            raise UsageError(
+                "--model and --gpu are exclusive",
+                hint="plan for a model, or for a GPU of this machine",
+            )
+        geometry = MigGeometry.for_model(model)
+        return geometry, get_model(model).name
+    with open_for_reading(ctx) as nvml:
+        index = _indices(nvml, gpu if gpu is not None else 0)[0]
+        info = nvml.gpu(index)
+        return MigGeometry.from_profiles(
+            nvml.gpu_instance_profiles(index)
+        ), f"GPU {index} ({info.name})"
+
+
+@app.command("check")
+def check(
+    ctx: typer.Context,
+    layout: Annotated[str, typer.Argument(help="Layout, e.g. '3g.40gb,2g.20gb,1g.10gb*2'.")],
+    gpu: GpuOption = None,
+    model: ModelOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Check that a layout fits an empty GPU and show where each instance would go. Changes nothing."""
+    from migperf.errors import InsufficientResourcesError
+    from migperf.mig.solver import MigGeometry, check_layout
+
+    geometry, where = _geometry_and_name(ctx, model, gpu)
+    assert isinstance(geometry, MigGeometry)
+    resolved = geometry.resolve(layout)
+    result = check_layout(resolved, geometry)
+    if as_json:
+        print_json(
+            {
+                "layout": str(resolved),
+                "target": where,
+                "ok": result.ok,
+                "reason": result.reason or None,
+                "placements": [
+                    {
+                        "profile": p.name,
+                        "start": p.placement.start,
+                        "size": p.placement.size,
+                        "compute": [{"start": c.start, "size": c.size} for c in p.compute],
+                    }
+                    for p in result.placements
+                ],
+            }
+        )
+        if not result.ok:
+            raise typer.Exit(1)
+        return
+    if not result.ok:
+        raise InsufficientResourcesError(
+            f"{resolved} does not fit {where}: {result.reason}", hint=result.hint
+        )
+    assert result.solution is not None
+    stdout().print(f"{resolved} fits {where} as: {result.solution}")
+
+
+@app.command("layouts")
+def layouts(
+    ctx: typer.Context,
+    gpu: GpuOption = None,
+    model: ModelOption = None,
+    variants: Annotated[
+        bool,
+        typer.Option(
+            "--variants", help="Include media-engine and graphics variants (+me, -me, +gfx)."
+        ),
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Every maximal layout of a GPU (no further instance fits), with a count."""
+    from migperf.mig.solver import MigGeometry, enumerate_maximal_layouts
+
+    geometry, where = _geometry_and_name(ctx, model, gpu)
+    assert isinstance(geometry, MigGeometry)
+    found = enumerate_maximal_layouts(geometry, include_me_variants=variants)
+    if as_json:
+        print_json({"target": where, "count": len(found), "layouts": [str(x) for x in found]})
+        return
+    console = stdout()
+    kind = "" if variants else " (without +me/-me/+gfx variants; --variants adds them)"
+    console.print(f"{len(found)} maximal layouts for {where}{kind}:")
+    for x in found:
+        console.print(f"  {x}")
+
+
+@app.command("apply")
+def apply(
+    ctx: typer.Context,
+    layout: Annotated[
+        str | None,
+        typer.Argument(help="Layout, e.g. '3g.40gb,2g.20gb,1g.10gb*2' or '7g.80gb[1c*7]'."),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-f", help="A mig-parted `version: v1` file instead of LAYOUT."),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", "-c", help="The config to apply from --config.")
+    ] = None,
+    gpu: GpuTargetOption = "all",
+    force: ForceOption = False,
+    dry_run: DryRunOption = False,
+) -> None:
+    """Partition GPUs into a layout as one transaction: all of it, or the previous layout back."""
+    from migperf.cli._common import open_for_changes
+    from migperf.errors import UsageError
+
+    if (layout is None) == (config is None):
+        raise UsageError(
+            "give either a LAYOUT or --config FILE",
+            hint="e.g. `migperf mig apply '3g.40gb,2g.20gb,1g.10gb*2' --gpu 0` or `migperf mig apply -f cfg.yaml -c all-balanced`",
+        )
+    opener = open_for_reading if dry_run else open_for_changes
+    with opener(ctx) as nvml:
+        from migperf.mig.apply import converge
+        from migperf.mig.manager import target_for_layout
+
+        plans = []  # validated for every GPU before any GPU changes
+        for i in _targets(nvml, gpu):
+            info = nvml.gpu(i)
+            wanted_layout: object = layout
+            if config is not None:
+                from migperf.mig.migparted import layout_for_gpu, load_migparted, select_config
+
+                entries = select_config(load_migparted(config), name)
+                wanted = layout_for_gpu(entries, i, info.pci_device_id)
+                if wanted is None:
+                    continue
+                mig_enabled, wanted_layout = wanted
+                if not mig_enabled:
+                    if info.mig_mode is not None and info.mig_mode.current:
+                        raise UsageError(
+                            f"{config}: the config disables MIG on GPU {i}",
+                            hint=f"run `migperf mig reset --gpu {i}` then `migperf mig disable --gpu {i}`",
+                        )
+                    continue
+            if not info.mig_capable:
+                raise MigNotSupportedError(
+                    f"GPU {i} ({info.name}) does not support MIG", hint="choose a GPU with --gpu"
+                )
+            plans.append((i, target_for_layout(nvml, i, wanted_layout)))  # type: ignore[arg-type]
+        done = []
+        try:
+            for i, target in plans:
+                result = converge(
+                    nvml,
+                    i,
+                    target,
+                    force=force,
+                    dry_run=dry_run,
+                    command=f"migperf mig apply {layout or config}",
+                )
+                done.append(result)
+                _print_plan(result, dry_run=dry_run)
+        except BaseException:
+            # All GPUs or none: put back the GPUs already changed.
+            for result in reversed(done):
+                if not result.dry_run and result.steps:
+                    converge(
+                        nvml,
+                        result.gpu_index,
+                        result.before,
+                        force=True,
+                        command="migperf mig apply (undo)",
+                    )
+                    stderr().print(f"GPU {result.gpu_index}: restored {result.before.describe()}")
+            raise
+
+
+@app.command("export")
+def export(
+    ctx: typer.Context,
+    gpu: GpuTargetOption = "all",
+    name: Annotated[
+        str, typer.Option("--name", "-c", help="Config name in the exported file.")
+    ] = "current",
+) -> None:
+    """Print the current layout as a mig-parted `version: v1` config (like `nvidia-mig-parted export`)."""
+    from migperf.mig.migparted import export_migparted, migparted_counts
+
+    per_gpu = []
+    with open_for_reading(ctx) as nvml:
+        for i in _targets(nvml, gpu):
+            info = nvml.gpu(i)
+            if info.mig_mode is None:
+                continue
+            gis = nvml.gpu_instances(i)
+            counts = migparted_counts(
+                (
+                    gi.profile,
+                    [ci.placement.size if ci.placement else 0 for ci in gi.compute_instances]
+                    or None,
+                )
+                for gi in gis
+            )
+            per_gpu.append((i, info.pci_device_id, info.mig_mode.current, counts))
+    sys.stdout.write(export_migparted(per_gpu, name=name))
