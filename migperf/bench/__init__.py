@@ -1,0 +1,25 @@
+"""The benchmark engine: workloads, the measurement harness, the worker process and its parent.
+
+Map of the package (the only one that may import torch and transformers,
+always inside functions, so importing any module here stays light):
+
+* :mod:`migperf.bench.spec` -- :class:`~migperf.bench.spec.BenchSpec`, what one
+  measurement is (JSON on the worker's stdin).
+* :mod:`migperf.bench.result` -- :class:`~migperf.bench.result.WorkerResult`,
+  the versioned result document (JSON on the worker's stdout).
+* :mod:`migperf.bench.workloads` -- the registry: ``resnet18/50/101``,
+  ``vit-base``, ``bert-base/large``, ``distilbert``, ``minilm``, ``mpnet``,
+  ``roberta-base``, ``gemm``, ``memcpy``.
+* :mod:`migperf.bench.harness` -- warmup, barrier, stop rules; CUDA events
+  (one synchronize per window) or ``perf_counter_ns``.
+* :mod:`migperf.bench.stats` -- percentiles with distribution-free intervals,
+  t intervals of the mean, stability.
+* :mod:`migperf.bench.device` -- ``--device`` to a worker environment.
+* :mod:`migperf.bench.worker` -- ``python -m migperf.bench.worker``.
+* :mod:`migperf.bench.runner` -- :func:`~migperf.bench.runner.run_worker`,
+  :class:`~migperf.bench.runner.WorkerGroup` and
+  :func:`~migperf.bench.runner.run_group` for co-located runs.
+* :mod:`migperf.bench.sweep` -- batch-size sweeps with repeats.
+"""
+
+from __future__ import annotations

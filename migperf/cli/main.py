@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from migperf import __version__
-from migperf.cli import mig
+from migperf.cli import bench, mig
 from migperf.cli._common import CliState, MigperfGroup, open_for_reading, print_json, stdout
 
 app = typer.Typer(
@@ -20,6 +20,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 app.add_typer(mig.app, name="mig")
+app.add_typer(bench.app, name="bench")
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,5 @@
+"""``python -m migperf``: the same as the ``migperf`` command."""
+
+from migperf.cli.main import main
+
+main()

@@ -1,0 +1,442 @@
+"""The worker process: ``python -m migperf.bench.worker``.
+
+Protocol (pyperf's worker model):
+
+* stdin, first line: one :class:`~migperf.bench.spec.BenchSpec` as JSON (a
+  multi-line JSON document is accepted when it is the whole of stdin).
+* stdout: exactly one :class:`~migperf.bench.result.WorkerResult` as JSON.
+  Everything else the process writes (library warnings, tracebacks, even C
+  code writing to file descriptor 1) goes to stderr: the worker moves fd 1 to
+  stderr before anything else runs and keeps a private copy for the result.
+* Barrier (``barrier: true``): after warmup the worker writes
+  ``{"event": "ready", "pid": ..., "unix_s": ...}`` as one line to the file
+  descriptor named by ``MIGPERF_READY_FD`` (or to stderr when unset), then
+  waits for a ``go`` line on stdin before measuring. End of input instead of
+  ``go`` ends the run with status ``aborted``.
+* Exit status: 0 for ``ok`` and ``oom``, 2 for an invalid spec, 1 otherwise.
+
+The device is whatever the environment gives: the first CUDA device torch
+sees (``CUDA_VISIBLE_DEVICES=MIG-<uuid>`` or an index), or the CPU. A
+simulated slot (``simulated: true``) always runs on the CPU.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from typing import IO, TYPE_CHECKING, Any
+
+from migperf.bench.result import ErrorInfo, Status, ThroughputResult, TimingInfo, WorkerResult
+from migperf.bench.spec import BenchSpec, parse_spec
+from migperf.errors import GpuNotFoundError, MigperfError, UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+    from migperf.bench.harness import Measurement
+    from migperf.bench.workloads.base import PreparedWorkload
+
+__all__ = [
+    "READY_FD_ENV",
+    "BarrierAbortedError",
+    "is_out_of_memory",
+    "main",
+    "run_spec",
+    "select_device",
+]
+
+#: Environment variable naming the file descriptor for the ready event.
+READY_FD_ENV = "MIGPERF_READY_FD"
+
+_MIB = 1024 * 1024
+_OOM_MARKERS = (
+    "out of memory",
+    "can't allocate memory",
+    "cannot allocate memory",
+    "cublas_status_alloc_failed",
+)
+
+
+class BarrierAbortedError(MigperfError):
+    """The parent closed stdin (or sent something else) instead of ``go``."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether an exception is an out-of-memory failure (CUDA or the CPU allocator)."""
+    import torch
+
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    if isinstance(exc, (RuntimeError, MemoryError)):
+        text = str(exc).lower()
+        return isinstance(exc, MemoryError) or any(m in text for m in _OOM_MARKERS)
+    return False
+
+
+def select_device(spec: BenchSpec) -> torch.device:
+    """The device the spec runs on, given this process's environment.
+
+    Raises:
+        GpuNotFoundError: When the spec expects CUDA and torch sees no CUDA device.
+    """
+    import torch
+
+    if spec.simulated or spec.expect_device == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda", 0)
+    if spec.expect_device == "cuda":
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        build = (
+            f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "built without CUDA"
+        )
+        raise GpuNotFoundError(
+            f"device {spec.device_label or 'cuda'} was requested but torch in the worker sees no CUDA "
+            f"device (CUDA_VISIBLE_DEVICES={visible!r}; torch {torch.__version__} {build})",
+            hint="check the index or MIG UUID with `nvidia-smi -L`, or measure on the CPU with --device cpu",
+        )
+    return torch.device("cpu")
+
+
+class _Barrier:
+    """The worker side of the co-location barrier."""
+
+    def __init__(self, stdin: IO[str] | None, ready_fd: int | None) -> None:
+        self.stdin = stdin
+        self.ready_fd = ready_fd
+        self.ready_unix_s: float | None = None
+        self.go_unix_s: float | None = None
+
+    def wait(self) -> None:
+        self.ready_unix_s = time.time()
+        line = (
+            json.dumps({"event": "ready", "pid": os.getpid(), "unix_s": self.ready_unix_s}) + "\n"
+        )
+        if self.ready_fd is not None:
+            os.write(self.ready_fd, line.encode())
+        else:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+        got = self.stdin.readline() if self.stdin is not None else ""
+        if got.strip() != "go":
+            raise BarrierAbortedError(
+                "the barrier was abandoned: expected 'go' on stdin, "
+                + ("got end of input" if not got else f"got {got.strip()!r}"),
+                hint="another co-located worker probably failed before it was ready",
+            )
+        self.go_unix_s = time.time()
+
+
+def _ready_fd_from_env() -> int | None:
+    value = os.environ.get(READY_FD_ENV)
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+def run_spec(
+    spec: BenchSpec,
+    *,
+    stdin: IO[str] | None = None,
+    ready_fd: int | None = None,
+    log: Callable[[str], None] | None = None,
+) -> WorkerResult:
+    """Run one spec in this process and return its result (the worker's body).
+
+    Every outcome becomes a result: out of memory (``oom``), an invalid
+    argument (``invalid``), an abandoned barrier (``aborted``) and any
+    unexpected exception (``crashed``, with the traceback).
+
+    Args:
+        spec: What to run.
+        stdin: Where the barrier's ``go`` comes from.
+        ready_fd: Where the barrier's ready event goes (stderr when ``None``).
+        log: Progress messages (phase changes), e.g. to stderr; ``None`` for silence.
+
+    Returns:
+        The result document.
+    """
+    say = log or (lambda _msg: None)
+    phase = "device"
+    device = None
+    warnings: list[str] = []
+    barrier = _Barrier(stdin, ready_fd) if spec.barrier else None
+    build_s = None
+    try:
+        import torch
+
+        from migperf.bench.harness import EventTimer, PerfCounterTimer, StopRule, Timer, measure
+        from migperf.bench.workloads import build_workload
+
+        device = select_device(spec)
+        if spec.expect_device == "auto" and device.type == "cpu" and not spec.simulated:
+            warnings.append("no CUDA device is visible to torch in the worker: measured on the CPU")
+        if spec.simulated:
+            warnings.append(
+                "simulated GPU slot: every number was measured on this host's CPU, not on a GPU"
+            )
+
+        phase = "build"
+        say(
+            f"building {spec.workload} ({spec.task}, batch {spec.batch_size}, {spec.precision}) on {device}"
+        )
+        t0 = time.perf_counter()
+        prepared = build_workload(spec, device)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        build_s = time.perf_counter() - t0
+
+        def between() -> None:
+            nonlocal phase
+            if barrier is not None:
+                phase = "barrier"
+                say("warm; waiting at the barrier")
+                barrier.wait()
+            phase = "measure"
+            say(
+                f"measuring: at least {spec.min_iterations} iterations and {spec.min_duration_s:g} s, "
+                f"at most {spec.max_duration_s:g} s"
+            )
+
+        phase = "warmup"
+        say(f"built in {build_s:.2f} s; warming up ({spec.effective_warmup} iterations)")
+        timer: Timer = EventTimer() if device.type == "cuda" else PerfCounterTimer()
+        stop = StopRule(
+            min_iterations=spec.min_iterations,
+            min_duration_s=spec.min_duration_s,
+            max_duration_s=spec.max_duration_s,
+            max_iterations=spec.max_iterations,
+        )
+        m = measure(
+            prepared.step,
+            phases=prepared.phases,
+            warmup_iterations=spec.effective_warmup,
+            stop=stop,
+            timer=timer,
+            barrier=between,
+        )
+    except MigperfError as exc:
+        status: Status = "aborted" if isinstance(exc, BarrierAbortedError) else "invalid"
+        return WorkerResult.for_spec(
+            spec,
+            status,
+            device_kind=_kind(device),
+            warnings=warnings,
+            error=ErrorInfo(
+                kind=type(exc).__name__, message=exc.message, hint=exc.hint, phase=phase
+            ),
+            **_memory(device),
+        )
+    except Exception as exc:
+        if is_out_of_memory(exc):
+            return WorkerResult.for_spec(
+                spec,
+                "oom",
+                device_kind=_kind(device),
+                warnings=warnings,
+                error=ErrorInfo(
+                    kind=type(exc).__name__,
+                    message=f"out of memory at batch size {spec.batch_size} during {phase}: "
+                    + str(exc).strip().splitlines()[0],
+                    hint="use a smaller batch size or sequence length, or a larger slice",
+                    phase=phase,
+                ),
+                **_memory(device),
+            )
+        return WorkerResult.for_spec(
+            spec,
+            "crashed",
+            device_kind=_kind(device),
+            warnings=warnings,
+            error=ErrorInfo(
+                kind=type(exc).__name__,
+                message=f"{type(exc).__name__} during {phase}: {exc}",
+                hint="see the traceback; rerun the spec with `python -m migperf.bench.worker` to debug",
+                phase=phase,
+                traceback=traceback.format_exc(),
+            ),
+            **_memory(device),
+        )
+    say(f"measured {m.iterations} iterations in {m.measured_duration_s:.3f} s ({m.stop_reason})")
+    return _assemble(spec, device, prepared, m, barrier, build_s, warnings)
+
+
+def _kind(device: Any) -> Any:
+    return None if device is None else ("cuda" if device.type == "cuda" else "cpu")
+
+
+def _memory(device: Any) -> dict[str, float | None]:
+    out: dict[str, float | None] = {"peak_memory_mib": None, "peak_reserved_mib": None}
+    try:
+        import resource
+
+        # Linux reports ru_maxrss in KiB.
+        out["host_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    except (ImportError, OSError):
+        out["host_peak_rss_mib"] = None
+    if device is not None and device.type == "cuda":
+        import torch
+
+        out["peak_memory_mib"] = torch.cuda.max_memory_allocated(device) / _MIB
+        out["peak_reserved_mib"] = torch.cuda.max_memory_reserved(device) / _MIB
+    return out
+
+
+def _assemble(
+    spec: BenchSpec,
+    device: torch.device,
+    prepared: PreparedWorkload,
+    m: Measurement,
+    barrier: _Barrier | None,
+    build_s: float | None,
+    warnings: list[str],
+) -> WorkerResult:
+    from migperf.bench.environment import collect_environment
+    from migperf.bench.stats import assess_stability, summarize
+
+    n = m.iterations
+    latency = summarize(m.latency_ms, confidence=spec.confidence)
+    phase_ms = (
+        {name: summarize(vals, confidence=spec.confidence) for name, vals in m.phase_ms.items()}
+        if len(m.phases) > 1
+        else {}
+    )
+    dur = m.measured_duration_s
+    per_s = n / dur if dur > 0 else float("nan")
+    throughput = ThroughputResult(
+        samples_per_s=prepared.samples_per_step * per_s,
+        tokens_per_s=prepared.tokens_per_step * per_s if prepared.tokens_per_step else None,
+        tflop_per_s=prepared.flop_per_step * per_s / 1e12 if prepared.flop_per_step else None,
+        gb_per_s=prepared.bytes_per_step * per_s / 1e9 if prepared.bytes_per_step else None,
+    )
+    stability = assess_stability(m.latency_ms, prepared.samples_per_step)
+    warnings = list(warnings) + list(prepared.notes)
+    if latency.median < 1.0:
+        warnings.append(
+            f"the median iteration takes {latency.median:.3g} ms (< 1 ms): timer resolution and "
+            "per-iteration overhead weigh on every sample; a larger batch or problem size measures better"
+        )
+    if m.stop_reason == "max_duration" and n < spec.min_iterations:
+        warnings.append(
+            f"stopped at max_duration_s ({spec.max_duration_s:g} s) after {n} of the "
+            f"{spec.min_iterations} minimum iterations"
+        )
+    if stability.stable is False and stability.reason:
+        warnings.append(stability.reason)
+    timing = TimingInfo(
+        timer=m.timer,
+        warmup_iterations=len(m.warmup_ms),
+        iterations=n,
+        windows=m.windows,
+        stop_reason=m.stop_reason,
+        measured_duration_s=dur,
+        window_start_unix_s=m.window_start_unix_s,
+        window_end_unix_s=m.window_end_unix_s,
+        ready_unix_s=barrier.ready_unix_s if barrier else None,
+        go_unix_s=barrier.go_unix_s if barrier else None,
+        build_duration_s=build_s,
+        warmup_duration_s=m.warmup_duration_s,
+    )
+    return WorkerResult.for_spec(
+        spec,
+        "ok",
+        device_kind=_kind(device),
+        environment=collect_environment(device),
+        timing=timing,
+        latency_ms=latency,
+        phase_ms=phase_ms,
+        throughput=throughput,
+        stability=stability,
+        parameter_count=prepared.parameter_count,
+        workload_config=prepared.config,
+        warmup_samples_ms=list(m.warmup_ms),
+        latency_samples_ms=list(m.latency_ms),
+        phase_samples_ms={k: list(v) for k, v in m.phase_ms.items()} if len(m.phases) > 1 else {},
+        warnings=warnings,
+        **_memory(device),
+    )
+
+
+def _claim_stdout() -> IO[str]:
+    """Keep a private handle on stdout for the result and send fd 1 to stderr."""
+    sys.stdout.flush()
+    private = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return os.fdopen(private, "w", encoding="utf-8")
+
+
+def _read_spec_text(stdin: IO[str]) -> str:
+    line = stdin.readline()
+    if not line.strip():
+        raise UsageError(
+            "the worker read no spec on stdin",
+            hint='send one JSON line, e.g. {"workload": "gemm", "task": "infer"}',
+        )
+    try:
+        json.loads(line)
+    except ValueError:
+        # A pretty-printed spec file piped in by hand: the rest of stdin belongs to it.
+        return line + stdin.read()
+    return line
+
+
+def main(argv: list[str] | None = None, *, emit: Callable[[str], None] | None = None) -> int:
+    """Entry point: read a spec on stdin, run it, write one JSON result on stdout.
+
+    Args:
+        argv: Unused (the protocol is stdin/stdout); kept for a uniform entry point.
+        emit: Where the result JSON goes (the process's real stdout by default).
+
+    Returns:
+        The process exit status.
+    """
+    if emit is None:
+        # A hard crash (SIGSEGV, SIGABRT) still leaves a Python traceback on stderr.
+        faulthandler.enable()
+        out = _claim_stdout()
+
+        def emit(text: str) -> None:
+            out.write(text + "\n")
+            out.flush()
+
+    stdin = sys.stdin
+    try:
+        spec = parse_spec(_read_spec_text(stdin))
+    except UsageError as exc:
+        emit(
+            WorkerResult(
+                status="invalid",
+                error=ErrorInfo(
+                    kind="UsageError", message=exc.message, hint=exc.hint, phase="spec"
+                ),
+            ).to_json()
+        )
+        return 2
+
+    def log(message: str) -> None:
+        sys.stderr.write(f"migperf worker[{os.getpid()}]: {message}\n")
+        sys.stderr.flush()
+
+    result = run_spec(spec, stdin=stdin, ready_fd=_ready_fd_from_env(), log=log)
+    if result.error is not None:
+        sys.stderr.write(f"migperf worker: {result.status}: {result.error.message}\n")
+        if result.error.traceback:
+            sys.stderr.write(result.error.traceback)
+        sys.stderr.flush()
+    emit(result.to_json())
+    if result.status in ("ok", "oom"):
+        return 0
+    return 2 if result.status == "invalid" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
