@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from migperf import __version__
-from migperf.cli import bench, mig
+from migperf.cli import bench, mig, run
 from migperf.cli._common import CliState, MigperfGroup, open_for_reading, print_json, stdout
 
 app = typer.Typer(
@@ -21,6 +21,9 @@ app = typer.Typer(
 )
 app.add_typer(mig.app, name="mig")
 app.add_typer(bench.app, name="bench")
+app.add_typer(run.config_app, name="config")
+app.add_typer(run.results_app, name="results")
+app.command("run")(run.run_command)
 
 
 def _version(value: bool) -> None:

@@ -40,6 +40,7 @@ import yaml
 from migperf.errors import ConfigError, UsageError
 from migperf.mig.layout import InstanceSpec, LayoutSpec, place_compute_instances
 from migperf.nvml.naming import compute_instance_profile_name
+from migperf.yamlsource import composed
 
 __all__ = [
     "MigPartedConfig",
@@ -203,23 +204,8 @@ def load_migparted(text_or_path: str | Path, *, source: str | None = None) -> Mi
     else:
         src = source or "<config>"
         text = text_or_path
-    loader = yaml.SafeLoader(text)
-    try:
-        try:
-            root = loader.get_single_node()
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            line = f":{mark.line + 1}" if mark is not None else ""
-            raise ConfigError(
-                f"{src}{line}: not valid YAML: {exc.problem or exc}", hint=_HINT
-            ) from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{src}: not valid YAML: {exc}", hint=_HINT) from None
-        if root is None:
-            raise ConfigError(f"{src}: the file is empty", hint=_HINT)
+    with composed(text, src, _HINT) as (loader, root):
         return _load(_Doc(src, loader), root)
-    finally:
-        loader.dispose()
 
 
 def _load(doc: _Doc, root: yaml.Node) -> MigPartedConfig:

@@ -42,6 +42,7 @@ def run_one(s: BenchSpec) -> Any:
 def test_registry_matches_the_classes() -> None:
     assert workload_names() == [
         "resnet18",
+        "resnet34",
         "resnet50",
         "resnet101",
         "vit-base",
@@ -134,6 +135,7 @@ def test_full_size_configurations_are_the_published_ones() -> None:
     for name, field, value in [
         ("resnet18", "depths", [2, 2, 2, 2]),
         ("resnet101", "depths", [3, 4, 23, 3]),
+        ("resnet34", "depths", [3, 4, 6, 3]),
         ("bert-large", "hidden_size", 1024),
         ("bert-large", "num_hidden_layers", 24),
         ("minilm", "hidden_size", 384),

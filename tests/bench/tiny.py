@@ -20,6 +20,7 @@ _RESNET = {
 
 TINY: dict[str, dict[str, Any]] = {
     "resnet18": dict(_RESNET),
+    "resnet34": dict(_RESNET),
     "resnet50": dict(_RESNET),
     "resnet101": dict(_RESNET),
     "vit-base": {

@@ -53,6 +53,9 @@ _REGISTRY: dict[str, WorkloadInfo] = {
             "resnet18", "vision", "vision", "ResNet18", _BOTH, "ResNet-18, 224x224 images"
         ),
         WorkloadInfo(
+            "resnet34", "vision", "vision", "ResNet34", _BOTH, "ResNet-34, 224x224 images"
+        ),
+        WorkloadInfo(
             "resnet50", "vision", "vision", "ResNet50", _BOTH, "ResNet-50, 224x224 images"
         ),
         WorkloadInfo(

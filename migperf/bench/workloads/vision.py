@@ -66,6 +66,19 @@ class ResNet18(_ResNet):
     }
 
 
+class ResNet34(_ResNet):
+    """ResNet-34 (basic blocks, depths 3-4-6-3), as ``microsoft/resnet-34``."""
+
+    NAME: ClassVar[str] = "resnet34"
+    DESCRIPTION: ClassVar[str] = "ResNet-34 image classification (21.8 M parameters)"
+    CONFIG_DEFAULTS: ClassVar[Mapping[str, Any]] = {
+        "layer_type": "basic",
+        "depths": [3, 4, 6, 3],
+        "hidden_sizes": [64, 128, 256, 512],
+        "embedding_size": 64,
+    }
+
+
 class ResNet50(_ResNet):
     """ResNet-50 (bottleneck blocks, depths 3-4-6-3), as ``microsoft/resnet-50``."""
 

@@ -1,0 +1,233 @@
+"""Experiment configs: the YAML schema, validation with ``file:line: field`` errors.
+
+An experiment is one file: which GPUs, which MIG layouts to sweep, which slices
+to run on, which jobs, over which axes. Example (``configs/quickstart.yaml``)::
+
+    name: quickstart
+    gpus: [0]
+    layouts: ["7g.80gb", "3g.40gb,3g.40gb", "1g.10gb*7"]
+    instances: first            # first | each | all | [profile, ...]
+    repeats: 1
+    stop: {min_iterations: 10, min_duration_s: 1.0, max_duration_s: 10}
+    jobs:
+      - workload: resnet18
+        task: infer
+        model_args: {image_size: 64}
+        sweep: {batch_size: [1, 8]}
+
+Sweep axes are lists or ranges (``{start: 1, stop: 64, mul: 2}`` or
+``{start: 32, stop: 256, step: 32}``); ``batch_size``, ``seq_len`` and any
+model argument (``model_args.num_hidden_layers``) can be swept. Unknown keys,
+wrong types and impossible values are errors; every problem in the file is
+reported at once, each as ``file:line: field: problem``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from migperf.errors import ConfigError
+from migperf.yamlsource import composed
+
+_HINT = "see `migperf config schema` for every field, and configs/quickstart.yaml for an example"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RangeSpec(_Strict):
+    """An axis as a range: ``start`` to ``stop`` inclusive, by ``step`` or ``mul``."""
+
+    start: float
+    stop: float
+    step: float | None = Field(None, gt=0)
+    mul: float | None = Field(None, gt=1)
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> RangeSpec:
+        if (self.step is None) == (self.mul is None):
+            raise ValueError("give exactly one of step or mul")
+        if self.stop < self.start:
+            raise ValueError("stop is below start")
+        if self.mul is not None and self.start <= 0:
+            raise ValueError("a multiplicative range needs start > 0")
+        return self
+
+    def values(self) -> list[float]:
+        """The axis values, ``start`` first; at most 10,000."""
+        out: list[float] = []
+        v = self.start
+        while v <= self.stop * (1 + 1e-9) and len(out) < 10_000:
+            out.append(v)
+            v = v + self.step if self.step is not None else v * (self.mul or 2)
+        return out
+
+
+AxisValues = list[Any] | RangeSpec
+
+
+class StopSpec(_Strict):
+    """When a measurement stops (see the benchmark harness)."""
+
+    warmup_iterations: int | None = Field(None, ge=0)
+    min_iterations: int = Field(10, ge=1)
+    min_duration_s: float = Field(5.0, ge=0)
+    max_duration_s: float = Field(60.0, gt=0)
+
+
+class TelemetrySpec(_Strict):
+    """GPU telemetry during runs."""
+
+    enabled: bool = True
+    interval_ms: float = Field(100.0, gt=0)
+    dcgm_url: str | None = None
+
+
+class JobSpec(_Strict):
+    """One workload to run on each slot, over its sweep axes."""
+
+    workload: str
+    task: Literal["train", "infer"] = "infer"
+    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    compile: bool = False
+    batch_size: int = Field(1, ge=1)
+    seq_len: int = Field(128, ge=1)
+    model_args: dict[str, Any] = Field(default_factory=dict)
+    sweep: dict[str, AxisValues] = Field(default_factory=dict)
+    # For fault tests: make this job's workers crash, hang or run out of memory.
+    inject: Literal["crash", "hang", "oom"] | None = None
+
+    @field_validator("workload")
+    @classmethod
+    def _known_workload(cls, v: str) -> str:
+        from migperf.bench.workloads import workload_names
+
+        names = workload_names()
+        if v not in names:
+            raise ValueError(f"unknown workload {v!r}; known: {', '.join(names)}")
+        return v
+
+    @field_validator("sweep")
+    @classmethod
+    def _axes(cls, v: dict[str, AxisValues]) -> dict[str, AxisValues]:
+        for axis, values in v.items():
+            if axis not in ("batch_size", "seq_len") and not axis.startswith("model_args."):
+                raise ValueError(
+                    f"cannot sweep {axis!r}: sweepable axes are batch_size, seq_len and model_args.<field>"
+                )
+            vals = values.values() if isinstance(values, RangeSpec) else values
+            if not vals:
+                raise ValueError(f"axis {axis!r} has no values")
+            if axis in ("batch_size", "seq_len"):
+                for x in vals:
+                    if isinstance(x, bool) or not float(x).is_integer() or int(x) < 1:
+                        raise ValueError(f"{axis} value {x!r} is not a positive integer")
+        return v
+
+
+InstancesSpec = Literal["first", "each", "all"] | list[str]
+
+
+class ExperimentConfig(_Strict):
+    """A whole experiment file."""
+
+    name: str = Field(..., min_length=1)
+    description: str = ""
+    gpus: Literal["all"] | list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0])
+    layouts: list[str] = Field(default_factory=lambda: ["current"], min_length=1)
+    instances: InstancesSpec = "first"
+    jobs: list[JobSpec] = Field(..., min_length=1)
+    repeats: int = Field(1, ge=1)
+    stop: StopSpec = StopSpec()
+    telemetry: TelemetrySpec = TelemetrySpec()
+    restore: bool = True
+    timeout_s: float = Field(600.0, gt=0)
+
+    def config_hash(self) -> str:
+        """A stable hash of what is measured (name and description excluded)."""
+        data = self.model_dump(mode="json", exclude={"name", "description"})
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of experiment files (``migperf config schema``)."""
+    return ExperimentConfig.model_json_schema()
+
+
+def _lines(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int]) -> None:
+    out[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            key = k.value
+            out[path + (key,)] = k.start_mark.line + 1
+            _lines(v, path + (key,), out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            _lines(v, path + (i,), out)
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for p in loc:
+        if isinstance(p, int):
+            parts.append(f"[{p}]")
+        else:
+            parts.append(("." if parts else "") + str(p))
+    return "".join(parts)
+
+
+def parse_config(text: str, source: str = "<config>") -> ExperimentConfig:
+    """Validate experiment YAML text.
+
+    Raises:
+        ConfigError: not YAML, or any field invalid; the message lists every
+            problem as ``source:line: field: problem``.
+    """
+    with composed(text, source, _HINT) as (loader, root):
+        lines: dict[tuple[Any, ...], int] = {}
+        _lines(root, (), lines)
+        data = loader.construct_document(root)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}:1: an experiment file must be a mapping of fields", hint=_HINT)
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(
+                p
+                for p in err["loc"]
+                if not (isinstance(p, str) and p[:1].isupper() or p in ("list[any]", "RangeSpec"))
+            )
+            line_no = next((lines[loc[:k]] for k in range(len(loc), -1, -1) if loc[:k] in lines), 1)
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown field"
+            elif err["type"] == "missing":
+                msg = "required field is missing"
+            problems.append(f"{source}:{line_no}: {_where(loc) or '(top level)'}: {msg}")
+        unique = list(dict.fromkeys(problems))
+        head = f"{len(unique)} problem(s) in {source}:\n  " if len(unique) > 1 else ""
+        raise ConfigError(head + "\n  ".join(unique), hint=_HINT) from None
+
+
+def load_config(path: Path) -> ExperimentConfig:
+    """Read and validate an experiment file.
+
+    Raises:
+        ConfigError: unreadable, not YAML, or invalid (every problem listed).
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read {path}: {exc.strerror or exc}", hint="check the path"
+        ) from None
+    return parse_config(text, str(path))

@@ -1,0 +1,83 @@
+"""`migperf run`, `migperf config`, `migperf results` as a user types them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from migperf.cli.main import app
+
+runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    r = runner.invoke(app, list(args))
+    return r.exit_code, r.stdout, r.stderr
+
+
+def test_dry_run_of_the_quickstart_prints_the_plan_and_changes_nothing(tmp_path: Path) -> None:
+    code, out, err = run(
+        "--simulate",
+        "h100-80gb",
+        "run",
+        str(ROOT / "configs/quickstart.yaml"),
+        "--dry-run",
+        "--results",
+        str(tmp_path / "r.db"),
+    )
+    assert code == 0, err
+    assert "layout 2: 9,9 on GPU 0: 3g.40gb@0[3c], 3g.40gb@4[3c]" in out
+    assert "9 run(s)" in err
+    assert not (tmp_path / "r.db").exists()
+
+
+def test_every_shipped_config_is_valid() -> None:
+    configs = sorted((ROOT / "configs").glob("*.yaml"))
+    assert len(configs) >= 4
+    for cfg in configs:
+        spec = "a100-80gb:1:mig-off" if "mig-disabled" in cfg.name else "a100-80gb"
+        code, out, err = run("--simulate", spec, "config", "check", str(cfg))
+        assert code == 0, f"{cfg}: {err}"
+        assert "valid" in out
+
+
+def test_run_then_results(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "name: cli\nlayouts: ['0']\nstop: {warmup_iterations: 1, min_iterations: 3, min_duration_s: 0, max_duration_s: 5}\n"
+        "jobs: [{workload: gemm, model_args: {n: 32}}]\n"
+    )
+    db = tmp_path / "r.db"
+    code, _, err = run("--simulate", "a100-80gb", "run", str(cfg), "--results", str(db))
+    assert code == 0, err
+    assert "1 run(s) stored ok" in err and "Layouts restored" in err and "SIMULATED" in err
+    code, out, _ = run("results", "list", "--results", str(db), "--json")
+    assert json.loads(out)[0]["experiment"] == "cli"
+    code, out, _ = run("results", "show", "--results", str(db), "--json")
+    [row] = json.loads(out)
+    assert row["status"] == "ok" and row["profile"] == "7g.80gb" and row["samples_per_s"] > 0
+    code, out, _ = run("results", "show", "--results", str(db))
+    assert "SIMULATED" in out
+    code, _, err = run("results", "export", str(tmp_path / "o.csv"), "--results", str(db))
+    assert code == 0 and "wrote 1 row(s)" in err
+
+
+def test_invalid_config_exits_2_with_every_problem(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("name: bad\njobs:\n  - workload: nope\n    batch_size: 0\n")
+    code, _, err = run("--simulate", "a100-80gb", "run", str(cfg))
+    assert code == 2
+    assert "bad.yaml:3: jobs[0].workload" in err and "bad.yaml:4: jobs[0].batch_size" in err
+
+
+def test_schema_command() -> None:
+    code, out, _ = run("config", "schema")
+    assert code == 0 and json.loads(out)["title"] == "ExperimentConfig"
+
+
+def test_results_of_a_missing_store() -> None:
+    code, _, err = run("results", "show", "--results", "/nonexistent/x.db")
+    assert code == 2 and "no results store" in err

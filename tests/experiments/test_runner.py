@@ -1,0 +1,215 @@
+"""The experiment runner on the simulator: results stored, faults survived, GPU given back."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from migperf.errors import ConfigError
+from migperf.experiments.config import load_config
+from migperf.experiments.runner import ExperimentRunner, plan_experiment
+from migperf.mig.manager import apply_layout
+from migperf.mig.snapshot import take_snapshot
+from migperf.nvml import open_nvml
+from migperf.results import ResultsStore, load
+
+SPEC = "a100-80gb"
+
+
+def run(cfg_path: Path, db: Path, resume: bool = False) -> object:
+    cfg = load_config(cfg_path)
+    with open_nvml(SPEC) as nvml:
+        plan = plan_experiment(nvml, cfg, str(cfg_path))
+        with ResultsStore(db) as store:
+            return ExperimentRunner(nvml, plan, store, resume=resume).run()
+
+
+def statuses(db: Path) -> list[tuple[str, str, int, str]]:
+    con = sqlite3.connect(db)
+    rows = con.execute(
+        "SELECT layout, profile, batch_size, status FROM runs ORDER BY run_id"
+    ).fetchall()
+    con.close()
+    return rows
+
+
+def test_a_sweep_stores_every_run_and_restores_the_layout(
+    tiny_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    with open_nvml(SPEC) as nvml:
+        apply_layout(nvml, 0, "1g.10gb*2")
+        before = take_snapshot(nvml, 0)
+    db = tmp_path / "r.db"
+    report = run(
+        tiny_config(instances="each", layouts='["0", "9,9", "current"]', batch_sizes="[1]"), db
+    )
+    assert statuses(db) == [
+        ("0", "7g.80gb", 1, "ok"),
+        ("9,9", "3g.40gb", 1, "ok"),
+        ("9,9", "3g.40gb", 1, "ok"),
+        ("current", "1g.10gb", 1, "ok"),
+        ("current", "1g.10gb", 1, "ok"),
+    ]
+    assert report.restored and not report.interrupted  # type: ignore[attr-defined]
+    frame = load(db, wide=True)
+    assert frame["simulated"].all() and (frame["samples_per_s"] > 0).all()
+    assert set(frame["mig_uuid"].str[:4]) == {"MIG-"}
+    with open_nvml(SPEC) as nvml:
+        assert take_snapshot(nvml, 0).same_layout(before)
+
+
+def test_worker_failures_are_recorded_and_the_sweep_goes_on(
+    tiny_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    extra = (
+        "  - workload: gemm\n    inject: crash\n    model_args: {n: 32}\n"
+        "  - workload: gemm\n    inject: oom\n    model_args: {n: 32}\n    sweep: {batch_size: [1, 2]}\n"
+        "  - workload: gemm\n    inject: hang\n    model_args: {n: 32}\n"
+    )
+    db = tmp_path / "r.db"
+    run(tiny_config(layouts='["0"]', batch_sizes="[1]", timeout=6, extra=extra), db)
+    got = [(r[2], r[3]) for r in statuses(db)]
+    assert got == [(1, "ok"), (1, "crashed"), (1, "oom"), (2, "skipped"), (1, "timeout")]
+
+
+def test_an_nvml_error_while_applying_fails_that_layout_only(
+    tiny_config: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "r.db"
+    # Layout "0" creates GIs with calls 1; layout "9,9" needs calls 2 and 3: fail 3.
+    monkeypatch.setenv("MIGPERF_SIM_FAULTS", "nvmlDeviceCreateGpuInstanceWithPlacement@3=Unknown")
+    run(tiny_config(layouts='["0", "9,9", "14"]', batch_sizes="[1]"), db)
+    rows = statuses(db)
+    assert [(r[0], r[3]) for r in rows] == [("0", "ok"), ("9,9", "layout_failed"), ("14", "ok")]
+    err = (
+        sqlite3.connect(db)
+        .execute("SELECT error FROM runs WHERE status='layout_failed'")
+        .fetchone()[0]
+    )
+    assert "rolled back" in err
+    with open_nvml(SPEC) as nvml:
+        assert nvml.gpu_instances(0) == []
+
+
+def test_invalid_configs_are_refused_before_anything_changes(
+    tiny_config: Callable[..., Path],
+) -> None:
+    cfg = load_config(tiny_config(layouts='["7g.80gb,1g.10gb", "3g.20gb", "0"]'))
+    with open_nvml(SPEC) as nvml, pytest.raises(ConfigError) as info:
+        plan_experiment(nvml, cfg, "tiny.yaml")
+    assert "2 problem(s) in tiny.yaml" in info.value.message
+    assert "layouts[0]" in info.value.message and "layouts[1]" in info.value.message
+    with open_nvml(SPEC) as nvml:
+        assert nvml.gpu_instances(0) == []
+
+
+def test_mig_disabled_gpu_with_layouts_is_refused(tiny_config: Callable[..., Path]) -> None:
+    cfg = load_config(tiny_config(layouts='["0"]'))
+    with (
+        open_nvml("a100-80gb:1:mig-off") as nvml,
+        pytest.raises(ConfigError, match="MIG mode is disabled"),
+    ):
+        plan_experiment(nvml, cfg)
+
+
+def test_resume_skips_stored_runs(tiny_config: Callable[..., Path], tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    path = tiny_config(layouts='["0"]')
+    run(path, db)
+    report = run(path, db, resume=True)
+    assert report.skipped_existing == 2 and report.stored == 0  # type: ignore[attr-defined]
+    assert len(statuses(db)) == 2
+
+
+RUNNER = """
+import sys
+from pathlib import Path
+from tests.experiments.test_runner import run
+run(Path(sys.argv[1]), Path(sys.argv[2]), resume=len(sys.argv) > 3)
+"""
+
+
+def _start(cfg: Path, db: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", RUNNER, str(cfg), str(db), *extra],
+        cwd=Path(__file__).parents[2],
+        env=os.environ.copy(),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _wait_for_runs(db: Path, n: int, proc: subprocess.Popen[str], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if db.exists():
+            try:
+                if len(statuses(db)) >= n:
+                    return
+            except sqlite3.OperationalError:
+                pass
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    raise AssertionError("runs did not appear")
+
+
+def test_sigint_restores_the_gpu_and_keeps_finished_runs(
+    tiny_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    db = tmp_path / "r.db"
+    proc = _start(tiny_config(layouts='["0", "9,9", "14"]', batch_sizes="[1, 2]"), db)
+    _wait_for_runs(db, 1, proc)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    stored = statuses(db)
+    assert 1 <= len(stored) < 6
+    assert {s[3] for s in stored} == {"ok"}
+    with open_nvml(SPEC) as nvml:
+        assert nvml.gpu_instances(0) == []
+
+
+def test_sigkill_then_resume_restores_and_finishes_only_the_missing_runs(
+    tiny_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    db = tmp_path / "r.db"
+    cfg = tiny_config(layouts='["0", "9,9"]', batch_sizes="[1, 2]")
+    proc = _start(cfg, db)
+    _wait_for_runs(db, 3, proc)
+    proc.kill()
+    proc.wait()
+    with open_nvml(SPEC) as nvml:
+        assert nvml.gpu_instances(0) != []  # left partitioned by the killed runner
+    done = len(statuses(db))
+    report = run(cfg, db, resume=True)
+    rows = statuses(db)
+    assert len(rows) == 4 and len({(r[0], r[2]) for r in rows}) == 4  # nothing stored twice
+    assert report.skipped_existing == done  # type: ignore[attr-defined]
+    with open_nvml(SPEC) as nvml:
+        assert nvml.gpu_instances(0) == []  # the original (empty) layout is back
+
+
+def test_all_instances_run_co_located_with_overlapping_windows(
+    tiny_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    import json
+
+    db = tmp_path / "r.db"
+    run(tiny_config(layouts='["9,9"]', instances="all", batch_sizes="[1]"), db)
+    con = sqlite3.connect(db)
+    rows = con.execute("SELECT params, result FROM runs ORDER BY run_id").fetchall()
+    assert len(rows) == 2
+    groups = {json.loads(p)["group_id"] for p, _ in rows}
+    assert len(groups) == 1 and None not in groups
+    windows = [json.loads(r)["timing"] for _, r in rows]
+    assert max(w["window_start_unix_s"] for w in windows) < min(
+        w["window_end_unix_s"] for w in windows
+    )
