@@ -203,7 +203,10 @@ def test_all_instances_run_co_located_with_overlapping_windows(
     import json
 
     db = tmp_path / "r.db"
-    run(tiny_config(layouts='["9,9"]', instances="all", batch_sizes="[1]"), db)
+    cfg = tiny_config(layouts='["9,9"]', instances="all", batch_sizes="[1]")
+    # Half-second windows, so that they overlap even on a loaded host.
+    cfg.write_text(cfg.read_text().replace("min_duration_s: 0.0", "min_duration_s: 0.5"))
+    run(cfg, db)
     con = sqlite3.connect(db)
     rows = con.execute("SELECT params, result FROM runs ORDER BY run_id").fetchall()
     assert len(rows) == 2
