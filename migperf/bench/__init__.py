@@ -9,7 +9,8 @@ always inside functions, so importing any module here stays light):
   the versioned result document (JSON on the worker's stdout).
 * :mod:`migperf.bench.workloads` -- the registry: ``resnet18/50/101``,
   ``vit-base``, ``bert-base/large``, ``distilbert``, ``minilm``, ``mpnet``,
-  ``roberta-base``, ``gemm``, ``memcpy``.
+  ``roberta-base``, ``gemm``, ``memcpy``, and the SYNTHETIC ``sleep`` (a fixed
+  service time, for testing load generation).
 * :mod:`migperf.bench.harness` -- warmup, barrier, stop rules; CUDA events
   (one synchronize per window) or ``perf_counter_ns``.
 * :mod:`migperf.bench.stats` -- percentiles with distribution-free intervals,
@@ -20,6 +21,12 @@ always inside functions, so importing any module here stays light):
   :class:`~migperf.bench.runner.WorkerGroup` and
   :func:`~migperf.bench.runner.run_group` for co-located runs.
 * :mod:`migperf.bench.sweep` -- batch-size sweeps with repeats.
+* :mod:`migperf.bench.scenarios` -- inference scenarios: MLPerf LoadGen
+  (single-stream, multi-stream, server, offline) or a closed loop driving the
+  model through a dynamic batcher, and the capacity search under an SLO;
+  :mod:`~migperf.bench.scenario_spec` and :mod:`~migperf.bench.scenario_result`
+  are their spec and result, :mod:`~migperf.bench.loadgen_log` reads LoadGen's
+  logs and words its verdict.
 """
 
 from __future__ import annotations

@@ -15,9 +15,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from migperf.bench.scenario_result import ScenarioResult
 from migperf.bench.spec import BenchSpec
 from migperf.bench.stats import StabilityResult, Summary
 from migperf.errors import UsageError
+from migperf.telemetry.model import TelemetryResult
 
 __all__ = [
     "RESULT_SCHEMA_VERSION",
@@ -208,6 +210,13 @@ class WorkerResult(_Frozen):
         latency_samples_ms: Raw per-iteration latencies of the measured window.
         phase_samples_ms: Raw per-iteration phase latencies.
         warnings: Things a reader of the numbers should know.
+        scenario: An inference-scenario run's verdict, QPS, latency
+            percentiles, LoadGen log location and capacity search
+            (``latency_ms`` and the raw samples are then only filled for
+            closed-loop runs, whose every request migperf times itself).
+        telemetry: GPU telemetry of the measurement window, sampled by the parent
+            (power, energy, clocks, per-slice memory and activity; see
+            :mod:`migperf.telemetry`); ``None`` when telemetry was off.
         error: Why the status is not ``ok``.
         process: Parent-side process facts (filled in by the parent).
     """
@@ -236,6 +245,8 @@ class WorkerResult(_Frozen):
     latency_samples_ms: list[float] = Field(default_factory=list)
     phase_samples_ms: dict[str, list[float]] = Field(default_factory=dict)
     warnings: list[str] = Field(default_factory=list)
+    scenario: ScenarioResult | None = None
+    telemetry: TelemetryResult | None = None
     error: ErrorInfo | None = None
     process: ProcessInfo | None = None
 

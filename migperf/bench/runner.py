@@ -396,6 +396,7 @@ def run_worker(
     timeout_s: float = 600.0,
     *,
     on_stderr: Callable[[str], None] | None = None,
+    on_started: Callable[[int], None] | None = None,
 ) -> WorkerResult:
     """Run one spec in a fresh worker process.
 
@@ -406,12 +407,16 @@ def run_worker(
         env: The worker's environment (see :func:`migperf.bench.device.worker_env`).
         timeout_s: Wall-clock limit; the worker is killed past it.
         on_stderr: Called with each stderr line of the worker.
+        on_started: Called with the worker's pid once it runs (e.g. to
+            register it on a simulated GPU for telemetry).
 
     Returns:
         The result; ``timeout`` and ``crashed`` are results, not exceptions.
     """
     worker = WorkerProcess(spec, env, timeout_s=timeout_s, on_stderr=on_stderr)
     worker.start()
+    if on_started is not None and worker.pid is not None:
+        on_started(worker.pid)
     if spec.barrier:
         if worker.wait_ready():
             worker.release()

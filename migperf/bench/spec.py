@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from migperf.bench.scenario_spec import ScenarioSpec
 from migperf.errors import UsageError
 
 __all__ = [
@@ -37,7 +38,15 @@ DEFAULT_WARMUP: dict[str, int] = {"infer": 10, "train": 40}
 # Fields that say how a run is executed or tested, not what is measured; they
 # stay out of the config hash so repeats and co-located copies hash alike.
 _NOT_HASHED = frozenset(
-    {"repeat_index", "barrier", "inject_crash", "inject_hang", "inject_oom", "device_label"}
+    {
+        "repeat_index",
+        "barrier",
+        "inject_crash",
+        "inject_hang",
+        "inject_oom",
+        "device_label",
+        "loadgen_log_dir",
+    }
 )
 
 
@@ -74,6 +83,13 @@ class BenchSpec(BaseModel):
             inside the first step, ``"raise"`` raises an unexpected exception there.
         inject_hang: Fault injection: the first step never returns.
         inject_oom: Fault injection: the first step raises ``torch.OutOfMemoryError``.
+        scenario: An inference scenario (LoadGen single-stream, multi-stream,
+            server, offline, or closed-loop) instead of back-to-back batches;
+            ``batch_size`` is then the dynamic batcher's maximum and the
+            iteration counts do not apply (see :mod:`migperf.bench.scenario_spec`).
+        loadgen_log_dir: Where each scenario run keeps LoadGen's logs, in a
+            subdirectory per run (default ``results/loadgen`` under the
+            worker's working directory).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -102,6 +118,8 @@ class BenchSpec(BaseModel):
     inject_crash: bool | Literal["abort", "raise"] = False
     inject_hang: bool = False
     inject_oom: bool = False
+    scenario: ScenarioSpec | None = None
+    loadgen_log_dir: str | None = None
 
     @model_validator(mode="after")
     def _check_rules(self) -> BenchSpec:
@@ -114,6 +132,10 @@ class BenchSpec(BaseModel):
             raise ValueError(
                 f"max_duration_s ({self.max_duration_s:g}) is below min_duration_s "
                 f"({self.min_duration_s:g})"
+            )
+        if self.scenario is not None and self.task != "infer":
+            raise ValueError(
+                f"scenario {self.scenario.name!r} needs task 'infer', not {self.task!r}"
             )
         if self.max_iterations is not None and self.max_iterations < self.min_iterations:
             raise ValueError(
@@ -132,6 +154,9 @@ class BenchSpec(BaseModel):
         """A short, stable hash of everything that defines what is measured."""
         data = self.model_dump(mode="json", exclude=set(_NOT_HASHED))
         data["warmup_iterations"] = self.effective_warmup
+        if data.get("scenario") is None:
+            # Specs without a scenario hash as they did before the field existed.
+            data.pop("scenario", None)
         text = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = [
     "READY_FD_ENV",
     "BarrierAbortedError",
+    "failure_result",
     "is_out_of_memory",
     "main",
     "run_spec",
@@ -164,6 +165,10 @@ def run_spec(
     Returns:
         The result document.
     """
+    if spec.scenario is not None:
+        from migperf.bench.scenarios import run_scenario
+
+        return run_scenario(spec, stdin=stdin, ready_fd=ready_fd, log=log)
     say = log or (lambda _msg: None)
     phase = "device"
     device = None
@@ -223,7 +228,27 @@ def run_spec(
             timer=timer,
             barrier=between,
         )
-    except MigperfError as exc:
+    except Exception as exc:
+        return failure_result(spec, exc, phase=phase, device=device, warnings=warnings)
+    say(f"measured {m.iterations} iterations in {m.measured_duration_s:.3f} s ({m.stop_reason})")
+    return _assemble(spec, device, prepared, m, barrier, build_s, warnings)
+
+
+def failure_result(
+    spec: BenchSpec,
+    exc: Exception,
+    *,
+    phase: str,
+    device: torch.device | None,
+    warnings: list[str],
+) -> WorkerResult:
+    """The result of a run that raised ``exc`` during ``phase`` (call it inside the ``except``).
+
+    A :class:`~migperf.errors.MigperfError` is ``invalid`` (``aborted`` for an
+    abandoned barrier), out of memory is ``oom`` with the batch size, anything
+    else is ``crashed`` with the traceback.
+    """
+    if isinstance(exc, MigperfError):
         status: Status = "aborted" if isinstance(exc, BarrierAbortedError) else "invalid"
         return WorkerResult.for_spec(
             spec,
@@ -235,38 +260,35 @@ def run_spec(
             ),
             **_memory(device),
         )
-    except Exception as exc:
-        if is_out_of_memory(exc):
-            return WorkerResult.for_spec(
-                spec,
-                "oom",
-                device_kind=_kind(device),
-                warnings=warnings,
-                error=ErrorInfo(
-                    kind=type(exc).__name__,
-                    message=f"out of memory at batch size {spec.batch_size} during {phase}: "
-                    + str(exc).strip().splitlines()[0],
-                    hint="use a smaller batch size or sequence length, or a larger slice",
-                    phase=phase,
-                ),
-                **_memory(device),
-            )
+    if is_out_of_memory(exc):
         return WorkerResult.for_spec(
             spec,
-            "crashed",
+            "oom",
             device_kind=_kind(device),
             warnings=warnings,
             error=ErrorInfo(
                 kind=type(exc).__name__,
-                message=f"{type(exc).__name__} during {phase}: {exc}",
-                hint="see the traceback; rerun the spec with `python -m migperf.bench.worker` to debug",
+                message=f"out of memory at batch size {spec.batch_size} during {phase}: "
+                + str(exc).strip().splitlines()[0],
+                hint="use a smaller batch size or sequence length, or a larger slice",
                 phase=phase,
-                traceback=traceback.format_exc(),
             ),
             **_memory(device),
         )
-    say(f"measured {m.iterations} iterations in {m.measured_duration_s:.3f} s ({m.stop_reason})")
-    return _assemble(spec, device, prepared, m, barrier, build_s, warnings)
+    return WorkerResult.for_spec(
+        spec,
+        "crashed",
+        device_kind=_kind(device),
+        warnings=warnings,
+        error=ErrorInfo(
+            kind=type(exc).__name__,
+            message=f"{type(exc).__name__} during {phase}: {exc}",
+            hint="see the traceback; rerun the spec with `python -m migperf.bench.worker` to debug",
+            phase=phase,
+            traceback=traceback.format_exc(),
+        ),
+        **_memory(device),
+    )
 
 
 def _kind(device: Any) -> Any:

@@ -15,12 +15,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from migperf.bench.workloads import workload_names
+from migperf.cli import bench_scenarios as sc
 from migperf.cli._common import print_json, state, stderr, stdout
+from migperf.cli._telemetry import DcgmUrlOpt, TelemetryIntervalOpt, TelemetryOpt
 from migperf.errors import MigperfError, UsageError
 
 if TYPE_CHECKING:
     from migperf.bench.result import WorkerResult
     from migperf.bench.spec import BenchSpec
+    from migperf.bench.sweep import RunFn
 
 __all__ = ["RunsFailedError", "app", "parse_model_args"]
 
@@ -189,6 +192,9 @@ def train(
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
     inject: InjectOpt = None,
+    telemetry: TelemetryOpt = None,
+    telemetry_interval_ms: TelemetryIntervalOpt = 100.0,
+    dcgm_url: DcgmUrlOpt = None,
 ) -> None:
     """Training: forward, loss, backward, optimizer step (SGD for vision, AdamW for language)."""
     _bench(ctx, "train", **locals_but_ctx(locals()))
@@ -213,9 +219,38 @@ def infer(
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
     inject: InjectOpt = None,
+    telemetry: TelemetryOpt = None,
+    telemetry_interval_ms: TelemetryIntervalOpt = 100.0,
+    dcgm_url: DcgmUrlOpt = None,
+    scenario: sc.ScenarioOpt = None,
+    qps: sc.QpsOpt = None,
+    slo_ms: sc.SloOpt = None,
+    slo_percentile: sc.SloPercentileOpt = None,
+    samples_per_query: sc.SamplesPerQueryOpt = None,
+    concurrency: sc.ConcurrencyOpt = None,
+    max_queue_delay_ms: sc.QueueDelayOpt = 0.0,
+    min_queries: sc.MinQueriesOpt = None,
+    max_queries: sc.MaxQueriesOpt = None,
+    expected_qps: sc.ExpectedQpsOpt = None,
+    expected_latency_ms: sc.ExpectedLatencyOpt = None,
+    qsl_size: sc.QslSizeOpt = None,
+    find_max_qps: sc.FindMaxOpt = False,
+    qps_precision: sc.QpsPrecisionOpt = 0.05,
+    max_trials: sc.MaxTrialsOpt = 12,
+    log_dir: sc.LogDirOpt = None,
 ) -> None:
-    """Inference: forward passes under torch.inference_mode() with the model in eval()."""
-    _bench(ctx, "infer", **locals_but_ctx(locals()))
+    """Inference: forward passes under torch.inference_mode() with the model in eval().
+
+    With --scenario, the model serves requests under an MLPerf LoadGen scenario
+    (or a closed loop) through a dynamic batcher, and each run reports LoadGen's
+    verdict in plain words; --find-max-qps searches the highest server QPS within
+    the latency SLO.
+    """
+    plain, scenario_options = sc.split_options(locals_but_ctx(locals()))
+    if scenario_options is not None:
+        sc.run_scenario_command(ctx, "infer", plain, scenario_options)
+        return
+    _bench(ctx, "infer", **plain)
 
 
 def locals_but_ctx(values: dict[str, Any]) -> dict[str, Any]:
@@ -243,6 +278,9 @@ def _bench(
     seed: int,
     as_json: bool,
     inject: Fault | None,
+    telemetry: bool | None = None,
+    telemetry_interval_ms: float = 100.0,
+    dcgm_url: str | None = None,
 ) -> None:
     from migperf.bench.device import resolve_device
     from migperf.bench.spec import parse_spec
@@ -287,12 +325,23 @@ def _bench(
             f"NOTE: simulated GPU ({simulate}): the workload runs on this host's CPU; results are marked simulated."
         )
 
-    results = _run_with_progress(spec, sizes, repeats, selection.env(), timeout_s)
+    from migperf.cli._telemetry import print_telemetry, telemetry_monitor
+
+    with telemetry_monitor(
+        state(ctx),
+        selection,
+        telemetry=telemetry,
+        interval_ms=telemetry_interval_ms,
+        dcgm_url=dcgm_url,
+    ) as monitor:
+        run = monitor.run_worker if monitor is not None else None
+        results = _run_with_progress(spec, sizes, repeats, selection.env(), timeout_s, run)
 
     if as_json:
         print_json([r.to_dict() for r in results])
     else:
         _print_tables(results, spec, selection.label, repeats)
+        print_telemetry(results, repeats)
     failed = [r for r in results if r.status in ("crashed", "timeout", "aborted")]
     if failed:
         first = failed[0]
@@ -304,7 +353,12 @@ def _bench(
 
 
 def _run_with_progress(
-    spec: BenchSpec, sizes: list[int], repeats: int, env: dict[str, str], timeout_s: float
+    spec: BenchSpec,
+    sizes: list[int],
+    repeats: int,
+    env: dict[str, str],
+    timeout_s: float,
+    run: RunFn | None = None,
 ) -> list[WorkerResult]:
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -335,6 +389,7 @@ def _run_with_progress(
             repeats=repeats,
             env=env,
             timeout_s=timeout_s,
+            run=run,
             on_start=on_start,
             on_result=on_result,
         )

@@ -223,3 +223,153 @@ class ProcessInfo:
     used_memory_mib: float | None
     gi_id: int | None
     ci_id: int | None
+
+
+# ----------------------------------------------------------------- telemetry
+
+#: Board-level metrics :meth:`Nvml.sample_gpu` reads, by the name they carry in
+#: :class:`GpuSample` (and in telemetry series columns).
+GPU_METRICS: tuple[str, ...] = (
+    "power_w",
+    "power_instant_w",
+    "energy_mj",
+    "sm_clock_mhz",
+    "mem_clock_mhz",
+    "temperature_c",
+    "gpu_util_pct",
+    "mem_util_pct",
+    "memory_used_mib",
+    "throttle_reasons",
+)
+
+#: Per-GPU-instance activity metrics from NVML GPM (``nvmlGpmMetricsGet``).
+GPM_METRICS: tuple[str, ...] = (
+    "graphics_util_pct",
+    "sm_util_pct",
+    "sm_occupancy_pct",
+    "tensor_util_pct",
+    "dram_bw_util_pct",
+)
+
+#: ``nvmlClocksEventReason*`` bits (values from nvml.h, stable across drivers).
+THROTTLE_REASONS: dict[int, str] = {
+    0x001: "gpu_idle",
+    0x002: "applications_clocks_setting",
+    0x004: "sw_power_cap",
+    0x008: "hw_slowdown",
+    0x010: "sync_boost",
+    0x020: "sw_thermal_slowdown",
+    0x040: "hw_thermal_slowdown",
+    0x080: "hw_power_brake_slowdown",
+    0x100: "display_clock_setting",
+    0x200: "board_limit",
+    0x400: "reliability",
+}
+
+
+def throttle_reason_names(mask: int | None) -> list[str]:
+    """Names of the clock event (throttle) reasons set in ``mask``; [] for none or None."""
+    if not mask:
+        return []
+    names = [name for bit, name in THROTTLE_REASONS.items() if mask & bit]
+    rest = mask & ~sum(THROTTLE_REASONS)
+    if rest:
+        names.append(f"0x{rest:x}")
+    return names
+
+
+@dataclass(frozen=True)
+class GpuSample:
+    """One reading of a physical GPU's board-level telemetry.
+
+    Power, energy, clocks and temperature are whole-GPU quantities: there is no
+    per-slice sensor, so on a MIG-enabled GPU they are shared by every slice.
+    A metric NVML cannot give is None, never 0: ``unsupported`` says why for
+    metrics NVML does not support here (a property of the GPU, its MIG mode,
+    the driver or the caller's privileges); ``errors`` holds failures of this
+    one reading (a driver error), which the next reading may not repeat.
+
+    Attributes:
+        gpu_index: The GPU (``nvidia-smi -i N``).
+        power_w: ``nvmlDeviceGetPowerUsage``: instantaneous on GA100 and older,
+            a 1 s average on newer GPUs (NVML docs).
+        power_instant_w: Field ``NVML_FI_DEV_POWER_INSTANT`` (instantaneous).
+        energy_mj: ``nvmlDeviceGetTotalEnergyConsumption``: millijoules since
+            the driver was loaded (Volta and newer).
+        sm_clock_mhz: Current SM clock.
+        mem_clock_mhz: Current memory clock.
+        temperature_c: GPU core temperature.
+        gpu_util_pct: ``nvmlDeviceGetUtilizationRates().gpu``; not supported
+            on MIG-enabled GPUs.
+        mem_util_pct: ``nvmlDeviceGetUtilizationRates().memory`` (same limits).
+        memory_used_mib: Framebuffer used on the whole GPU (in MIG mode NVML
+            reports the aggregate only to privileged callers).
+        memory_total_mib: Framebuffer total, when ``memory_used_mib`` is known.
+        throttle_reasons: ``nvmlDeviceGetCurrentClocksEventReasons`` bit mask
+            (see :func:`throttle_reason_names`).
+        unsupported: Metric name to the reason NVML does not give it here.
+        errors: Metric name to the error this reading got.
+    """
+
+    gpu_index: int
+    power_w: float | None = None
+    power_instant_w: float | None = None
+    energy_mj: int | None = None
+    sm_clock_mhz: int | None = None
+    mem_clock_mhz: int | None = None
+    temperature_c: int | None = None
+    gpu_util_pct: int | None = None
+    mem_util_pct: int | None = None
+    memory_used_mib: float | None = None
+    memory_total_mib: float | None = None
+    throttle_reasons: int | None = None
+    unsupported: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MigMemorySample:
+    """Memory of one MIG device (its GPU instance's framebuffer), one reading.
+
+    ``error`` is set (and the numbers None) when this reading failed.
+    """
+
+    gpu_index: int
+    mig_uuid: str
+    gi_id: int
+    ci_id: int
+    memory_used_mib: float | None
+    memory_total_mib: float | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class GpmActivity:
+    """Activity of a GPU instance (or a whole GPU) between two NVML GPM samples.
+
+    NVML GPM (Hopper and newer) is the only NVML route to per-MIG-instance
+    activity; values are percentages over ``interval_s``. The first reading of
+    an entity only starts the interval: ``interval_s`` is None and so are the
+    metrics. ``unsupported`` / ``errors`` as in :class:`GpuSample`.
+
+    Attributes:
+        gpu_index: The physical GPU.
+        gi_id: The GPU instance (None: the whole GPU).
+        interval_s: Time between the two GPM samples.
+        graphics_util_pct: ``NVML_GPM_METRIC_GRAPHICS_UTIL`` (engine active).
+        sm_util_pct: ``NVML_GPM_METRIC_SM_UTIL`` (SMs busy).
+        sm_occupancy_pct: ``NVML_GPM_METRIC_SM_OCCUPANCY`` (resident warps).
+        tensor_util_pct: ``NVML_GPM_METRIC_ANY_TENSOR_UTIL``.
+        dram_bw_util_pct: ``NVML_GPM_METRIC_DRAM_BW_UTIL``.
+    """
+
+    gpu_index: int
+    gi_id: int | None
+    interval_s: float | None = None
+    graphics_util_pct: float | None = None
+    sm_util_pct: float | None = None
+    sm_occupancy_pct: float | None = None
+    tensor_util_pct: float | None = None
+    dram_bw_util_pct: float | None = None
+    unsupported: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)

@@ -21,7 +21,7 @@ from migperf.errors import UsageError  # noqa: E402
 from tests.bench.tiny import TINY  # noqa: E402
 
 CPU = torch.device("cpu")
-MODELS = [n for n in workload_names() if workload_info(n).family != "micro"]
+MODELS = [n for n in workload_names() if workload_info(n).family not in ("micro", "synthetic")]
 
 
 def spec(name: str, task: str = "infer", **kw: Any) -> BenchSpec:
@@ -54,6 +54,7 @@ def test_registry_matches_the_classes() -> None:
         "roberta-base",
         "gemm",
         "memcpy",
+        "sleep",
     ]
     for name in workload_names():
         info = workload_info(name)

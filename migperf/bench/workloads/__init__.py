@@ -30,7 +30,7 @@ class WorkloadInfo:
 
     Attributes:
         name: Registry name (``resnet50``).
-        family: ``vision``, ``language`` or ``micro``.
+        family: ``vision``, ``language``, ``micro`` or ``synthetic``.
         module: Module defining the class, relative to this package.
         cls: Class name in that module.
         tasks: Tasks the workload supports.
@@ -88,6 +88,14 @@ _REGISTRY: dict[str, WorkloadInfo] = {
         WorkloadInfo("gemm", "micro", "micro", "Gemm", ("infer",), "square matmul, TFLOP/s"),
         WorkloadInfo(
             "memcpy", "micro", "micro", "Memcpy", ("infer",), "device-to-device copy, GB/s"
+        ),
+        WorkloadInfo(
+            "sleep",
+            "synthetic",
+            "synthetic",
+            "Sleep",
+            ("infer",),
+            "SYNTHETIC fixed service time (model arg service_ms), no model; tests load generation",
         ),
     )
 }

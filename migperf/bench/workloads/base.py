@@ -18,7 +18,7 @@ import difflib
 import os
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -58,6 +58,10 @@ class PreparedWorkload:
         parameter_count: Parameters of the model.
         config: The effective configuration, for the record.
         notes: Facts a reader of the result should know.
+        infer_batch: Inference on some of the prepared samples, given their
+            positions along the batch dimension (the inference scenarios'
+            dynamic batcher calls it with each batch it forms); ``None`` when
+            the workload cannot serve requests.
     """
 
     step: StepFn
@@ -69,6 +73,7 @@ class PreparedWorkload:
     parameter_count: int | None = None
     config: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    infer_batch: Callable[[Sequence[int]], None] | None = None
 
 
 class Workload(ABC):

@@ -14,7 +14,7 @@ Both support only the ``infer`` task: there is nothing to train.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from migperf.bench.workloads.base import PreparedWorkload, Workload, split_model_args
@@ -70,12 +70,21 @@ class Gemm(_Micro):
         def step(mark: Callable[[], None]) -> None:
             torch.matmul(a, bm, out=out)
 
+        def infer_batch(indices: Sequence[int]) -> None:
+            if a.dim() == 2:
+                for _ in indices:
+                    torch.matmul(a, bm, out=out)
+                return
+            idx = torch.tensor(indices, dtype=torch.long).to(self.device, non_blocking=True)
+            torch.matmul(a.index_select(0, idx), bm.index_select(0, idx))
+
         return PreparedWorkload(
             step=step,
             phases=("gemm",),
             samples_per_step=b,
             flop_per_step=2.0 * n**3 * b,
             config={"n": n, "dtype": str(dtype).removeprefix("torch."), "batch": b},
+            infer_batch=infer_batch,
         )
 
 

@@ -10,7 +10,7 @@ Inference runs under ``torch.inference_mode()`` with the model in ``eval()``.
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from migperf.bench.workloads.base import (
@@ -121,6 +121,7 @@ class ModelWorkload(Workload):
 
             step = infer_step
             phases: tuple[str, ...] = ("forward",)
+            infer_batch = _batch_runner(runner, inputs, autocast, self.device)
         else:
             scaler = None
             if spec.precision == "fp16":
@@ -147,6 +148,7 @@ class ModelWorkload(Workload):
 
             step = train_step
             phases = ("forward", "backward", "optimizer")
+            infer_batch = None
 
         record = recordable_config(config)
         record.update({f"workload.{k}": v for k, v in wargs.items()})
@@ -159,6 +161,7 @@ class ModelWorkload(Workload):
             parameter_count=params,
             config=record,
             notes=notes,
+            infer_batch=infer_batch,
         )
 
     def _optimizer(self, model: Any) -> Any:
@@ -168,3 +171,22 @@ class ModelWorkload(Workload):
             # The torchvision ImageNet recipe for ResNet: SGD, momentum 0.9, weight decay 1e-4.
             return torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
         return torch.optim.AdamW(model.parameters(), lr=5e-5, weight_decay=0.01)
+
+
+def _batch_runner(
+    runner: Callable[..., Any],
+    inputs: Mapping[str, torch.Tensor],
+    autocast: Callable[[], Any],
+    device: torch.device,
+) -> Callable[[Sequence[int]], None]:
+    """Inference on the prepared samples at the given positions (a gather, then a forward pass)."""
+    import torch
+
+    def infer_batch(indices: Sequence[int]) -> None:
+        # A pageable host tensor copied with non_blocking is staged at once, so
+        # the copy neither waits for queued kernels nor races a later reuse.
+        idx = torch.tensor(indices, dtype=torch.long).to(device, non_blocking=True)
+        with torch.inference_mode(), autocast():
+            runner(**{k: v.index_select(0, idx) for k, v in inputs.items()})
+
+    return infer_batch

@@ -14,15 +14,15 @@ from pathlib import Path
 
 from migperf.errors import GpuInUseError, GpuNotFoundError
 from migperf.nvml.catalog import get_model
-from migperf.nvml.sim.state import MachineState, parse_machine_spec
+from migperf.nvml.sim.state import MachineSpec, MachineState, parse_machine_spec
 
 
-def _machine(spec: str, root: Path | None) -> MachineState:
-    return MachineState(parse_machine_spec(spec), root)
+def _machine(spec: str | MachineSpec, root: Path | None) -> MachineState:
+    return MachineState(parse_machine_spec(spec) if isinstance(spec, str) else spec, root)
 
 
 def attach_process(
-    spec: str,
+    spec: str | MachineSpec,
     gpu_index: int,
     *,
     mig_uuid: str | None = None,
@@ -62,7 +62,9 @@ def attach_process(
     return pid
 
 
-def detach_process(spec: str, gpu_index: int, pid: int, *, root: Path | None = None) -> None:
+def detach_process(
+    spec: str | MachineSpec, gpu_index: int, pid: int, *, root: Path | None = None
+) -> None:
     """Unregister a process (as if it exited), crediting its energy to the board counter."""
     with _machine(spec, root).transaction() as st:
         gpu = st["gpus"][gpu_index]

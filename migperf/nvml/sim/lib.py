@@ -134,6 +134,9 @@ class SimNvmlLib:
         self._init_count = 0
         self._structs: dict[tuple[Any, ...], ctypes.Structure] = {}
         self._keys: dict[int, tuple[Any, ...]] = {}
+        # GPM sample buffers (by address) and what each sample recorded.
+        self._gpm_buffers: dict[int, Any] = {}
+        self._gpm_samples: dict[int, tuple[tuple[int, int | None], float, float]] = {}
 
     # ----------------------------------------------------------------- handles
 
@@ -1059,7 +1062,8 @@ class SimNvmlLib:
             return 1.0
         busy = set()
         for p in gpu["processes"]:
-            busy.add((p.get("gi_id"), p.get("ci_id"), p.get("slices", 1)))
+            # A process on the bare GPU counts as all of it, as its energy does (control.py).
+            busy.add((p.get("gi_id"), p.get("ci_id"), p.get("slices", model.compute_slices)))
         return min(1.0, sum(s for _, _, s in busy) / model.compute_slices)
 
     def _board_only(self, st: dict[str, Any], handle: Any) -> dict[str, Any]:
@@ -1164,3 +1168,114 @@ class SimNvmlLib:
         )
 
     nvmlDeviceGetCurrentClocksThrottleReasons = nvmlDeviceGetCurrentClocksEventReasons
+
+    # ------------------------------------------------------------------ GPM
+
+    # Percent of a fully busy entity each GPM metric reads, so tests can tell
+    # the metrics apart; unknown metric ids answer NOT_SUPPORTED [D].
+    _GPM_BUSY = {
+        pynvml.NVML_GPM_METRIC_GRAPHICS_UTIL: 100.0,
+        pynvml.NVML_GPM_METRIC_SM_UTIL: 95.0,
+        pynvml.NVML_GPM_METRIC_SM_OCCUPANCY: 40.0,
+        pynvml.NVML_GPM_METRIC_ANY_TENSOR_UTIL: 30.0,
+        pynvml.NVML_GPM_METRIC_DRAM_BW_UTIL: 55.0,
+    }
+
+    def _require_gpm(self, gpu: dict[str, Any]) -> None:
+        # NVML GPM exists on Hopper and newer only (telemetry-and-sharing.md 1.1).
+        if self._model(gpu).architecture < catalog.ARCH_HOPPER:
+            raise _Fail(E_NOT_SUPPORTED)
+
+    def _gi_load(self, gpu: dict[str, Any], gi: dict[str, Any]) -> float:
+        """Share of a GPU instance's compute slices that simulated processes keep busy."""
+        self._prune_processes(gpu)
+        p = self._profile_by_id(gpu, gi["profile_id"])
+        busy = {
+            (proc.get("ci_id"), proc.get("slices", 1))
+            for proc in gpu["processes"]
+            if proc.get("gi_id") == gi["gi_id"]
+        }
+        return min(1.0, sum(s for _, s in busy) / max(p.compute_slices, 1))
+
+    def _gpm_record(self, sample: Any, entity: tuple[int, int | None], load: float) -> None:
+        addr = ctypes.cast(sample, ctypes.c_void_p).value or 0
+        if addr not in self._gpm_buffers:
+            raise _Fail(E_INVALID)
+        self._gpm_samples[addr] = (entity, time.monotonic(), load)
+
+    @_nvml
+    def nvmlGpmQueryDeviceSupport(self, st: dict[str, Any], handle: Any, ref: Any) -> None:
+        gpu, _, _ = self._device(st, handle)
+        support = _out(ref)
+        if support.version != pynvml.NVML_GPM_SUPPORT_VERSION:
+            raise _Fail(E_VERSION_MISMATCH)
+        support.isSupportedDevice = int(self._model(gpu).architecture >= catalog.ARCH_HOPPER)
+
+    @_nvml
+    def nvmlGpmSampleAlloc(self, st: dict[str, Any], ref: Any) -> None:
+        buf = ctypes.create_string_buffer(16)
+        self._gpm_buffers[ctypes.addressof(buf)] = buf
+        ptr = _out(ref)
+        ctypes.c_void_p.from_address(ctypes.addressof(ptr)).value = ctypes.addressof(buf)
+
+    @_nvml
+    def nvmlGpmSampleFree(self, st: dict[str, Any], sample: Any) -> None:
+        addr = ctypes.cast(sample, ctypes.c_void_p).value or 0
+        if self._gpm_buffers.pop(addr, None) is None:
+            raise _Fail(E_INVALID)
+        self._gpm_samples.pop(addr, None)
+
+    @_nvml
+    def nvmlGpmSampleGet(self, st: dict[str, Any], handle: Any, sample: Any) -> None:
+        gpu = self._parent(st, handle)
+        self._require_gpm(gpu)
+        self._gpm_record(sample, (gpu["index"], None), self._load_fraction(gpu))
+
+    @_nvml
+    def nvmlGpmMigSampleGet(self, st: dict[str, Any], handle: Any, gi_id: Any, sample: Any) -> None:
+        gpu = self._parent(st, handle)
+        self._require_gpm(gpu)
+        self._require_mig_on(gpu)
+        gi = next((g for g in gpu["gpu_instances"] if g["gi_id"] == _val(gi_id)), None)
+        if gi is None:
+            raise _Fail(E_NOT_FOUND)
+        self._gpm_record(sample, (gpu["index"], gi["gi_id"]), self._gi_load(gpu, gi))
+
+    @_nvml
+    def nvmlGpmMetricsGet(self, st: dict[str, Any], ref: Any) -> None:
+        request = _out(ref)
+        if request.version != pynvml.NVML_GPM_METRICS_GET_VERSION:
+            raise _Fail(E_VERSION_MISMATCH)
+        first = self._gpm_samples.get(ctypes.cast(request.sample1, ctypes.c_void_p).value or 0)
+        second = self._gpm_samples.get(ctypes.cast(request.sample2, ctypes.c_void_p).value or 0)
+        if first is None or second is None or first[0] != second[0] or second[1] <= first[1]:
+            raise _Fail(E_INVALID)
+        # The mean of the two ends: a process that came and went in between is missed.
+        load = (first[2] + second[2]) / 2
+        for k in range(min(int(request.numMetrics), len(request.metrics))):
+            metric = request.metrics[k]
+            busy = self._GPM_BUSY.get(int(metric.metricId))
+            if busy is None:
+                metric.nvmlReturn = E_NOT_SUPPORTED
+                continue
+            metric.value = busy * load
+            metric.nvmlReturn = SUCCESS
+
+    # --------------------------------------------------------- field values
+
+    @_nvml
+    def nvmlDeviceGetFieldValues(
+        self, st: dict[str, Any], handle: Any, count: Any, values: Any
+    ) -> None:
+        gpu, gi, _ = self._device(st, handle)
+        arr = _out(values)
+        for i in range(_val(count)):
+            v = arr[i]
+            if v.fieldId == pynvml.NVML_FI_DEV_POWER_INSTANT and gi is None:
+                v.valueType = pynvml.NVML_VALUE_TYPE_UNSIGNED_INT
+                v.value.uiVal = int(self._power_w(gpu) * 1000)
+                v.timestamp = int(time.time() * 1e6)
+                v.nvmlReturn = SUCCESS
+            else:
+                # Board sensors on MIG handles and fields not modelled [U].
+                v.nvmlReturn = E_NOT_SUPPORTED
