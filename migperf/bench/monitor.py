@@ -183,13 +183,7 @@ class RunMonitor:
                 if w.pid is not None:
                     self.worker_started(w.pid, t)
                     started.append((w.pid, t))
-            if group.wait_ready(ready_timeout_s):
-                group.release()
-                released = True
-            else:
-                group.abort()
-                released = False
-            results = group.collect()
+            results, released = group.release_when_ready(ready_timeout_s)
         except BaseException:
             for w in group.workers:
                 w.kill()

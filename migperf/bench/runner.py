@@ -508,6 +508,29 @@ class WorkerGroup:
         """Wait for every worker and return the results in job order."""
         return [w.wait() for w in self.workers]
 
+    def release_when_ready(
+        self, ready_timeout_s: float | None = None
+    ) -> tuple[list[WorkerResult], bool]:
+        """After :meth:`start`: release all together once all are ready (else abort all), collect.
+
+        Every worker is killed if this is interrupted, so none outlives its parent.
+
+        Returns:
+            The results in job order, and whether the group was released.
+        """
+        try:
+            if self.wait_ready(ready_timeout_s):
+                self.release()
+                released = True
+            else:
+                self.abort()
+                released = False
+            return self.collect(), released
+        except BaseException:
+            for w in self.workers:
+                w.kill()
+            raise
+
 
 def run_group(
     jobs: Sequence[tuple[BenchSpec, Mapping[str, str] | None]],
@@ -531,18 +554,7 @@ def run_group(
     """
     group = WorkerGroup(jobs, timeout_s=timeout_s)
     group.start()
-    try:
-        if group.wait_ready(ready_timeout_s):
-            group.release()
-            released = True
-        else:
-            group.abort()
-            released = False
-        results = group.collect()
-    except BaseException:
-        for w in group.workers:
-            w.kill()
-        raise
+    results, released = group.release_when_ready(ready_timeout_s)
     return GroupResult(
         results=results,
         released=released,

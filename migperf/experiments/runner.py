@@ -407,12 +407,8 @@ class ExperimentRunner:
                 raise
         else:
             group = WorkerGroup([(s, e) for _, _, s, e in jobs], timeout_s=self.cfg.timeout_s)
-            with group:
-                if group.wait_ready():
-                    group.release()
-                else:
-                    group.abort()
-                results = group.collect()
+            group.start()
+            results, _ = group.release_when_ready()
         elapsed = time.monotonic() - t
         measured = sum((r.timing.measured_duration_s or 0.0) for r in results if r.timing) / max(
             len(results), 1

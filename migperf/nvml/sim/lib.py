@@ -156,6 +156,20 @@ class SimNvmlLib:
         ptr = _out(ref)
         ctypes.c_void_p.from_address(ctypes.addressof(ptr)).value = ctypes.addressof(struct)
 
+    def _fill_handles(
+        self, arr: Any, count: Any, handle_cls: Any, keys: list[tuple[Any, ...]]
+    ) -> None:
+        """Fill a caller-allocated handle array, or report the size it needs."""
+        cnt = _out(count)
+        if arr is None or cnt.value < len(keys):
+            cnt.value = len(keys)
+            raise _Fail(E_INSUFFICIENT_SIZE)
+        for i, key in enumerate(keys):
+            h = handle_cls()
+            self._set_handle(ctypes.byref(h), key)
+            arr[i] = h
+        cnt.value = len(keys)
+
     def _key(self, handle: Any) -> tuple[Any, ...]:
         addr = ctypes.cast(handle, ctypes.c_void_p).value if handle is not None else None
         key = self._keys.get(addr or 0)
@@ -678,15 +692,9 @@ class SimNvmlLib:
         gis = sorted(
             (g for g in gpu["gpu_instances"] if g["profile_id"] == pid), key=lambda g: g["gi_id"]
         )
-        cnt = _out(count)
-        if arr is None or cnt.value < len(gis):
-            cnt.value = len(gis)
-            raise _Fail(E_INSUFFICIENT_SIZE)
-        for i, gi in enumerate(gis):
-            h = pynvml.c_nvmlGpuInstance_t()
-            self._set_handle(ctypes.byref(h), ("gi", gpu["index"], gi["uid"]))
-            arr[i] = h
-        cnt.value = len(gis)
+        self._fill_handles(
+            arr, count, pynvml.c_nvmlGpuInstance_t, [("gi", gpu["index"], g["uid"]) for g in gis]
+        )
 
     @_nvml
     def nvmlDeviceGetGpuInstanceById(
@@ -887,15 +895,12 @@ class SimNvmlLib:
         cis = sorted(
             (c for c in gi["compute_instances"] if c["profile_id"] == pid), key=lambda c: c["ci_id"]
         )
-        cnt = _out(count)
-        if arr is None or cnt.value < len(cis):
-            cnt.value = len(cis)
-            raise _Fail(E_INSUFFICIENT_SIZE)
-        for i, ci in enumerate(cis):
-            h = pynvml.c_nvmlComputeInstance_t()
-            self._set_handle(ctypes.byref(h), ("ci", gpu["index"], ci["uid"]))
-            arr[i] = h
-        cnt.value = len(cis)
+        self._fill_handles(
+            arr,
+            count,
+            pynvml.c_nvmlComputeInstance_t,
+            [("ci", gpu["index"], c["uid"]) for c in cis],
+        )
 
     @_nvml
     def nvmlGpuInstanceGetComputeInstanceById(
