@@ -34,7 +34,7 @@ from typing import IO, Any
 import migperf
 from migperf.bench.result import ErrorInfo, ProcessInfo, WorkerResult, load_result
 from migperf.bench.spec import BenchSpec
-from migperf.bench.worker import READY_FD_ENV
+from migperf.bench.worker import PARENT_PID_ENV, READY_FD_ENV
 from migperf.errors import MigperfError, UsageError
 
 __all__ = ["GroupResult", "WorkerGroup", "WorkerProcess", "run_group", "run_worker"]
@@ -118,6 +118,7 @@ class WorkerProcess:
         env = dict(self.env)
         old = env.get("PYTHONPATH")
         env["PYTHONPATH"] = _PACKAGE_ROOT + (os.pathsep + old if old else "")
+        env[PARENT_PID_ENV] = str(os.getpid())
         pass_fds: tuple[int, ...] = ()
         ready_r = ready_w = None
         if self.spec.barrier:

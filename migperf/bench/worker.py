@@ -54,6 +54,32 @@ __all__ = [
 #: Environment variable naming the file descriptor for the ready event.
 READY_FD_ENV = "MIGPERF_READY_FD"
 
+#: Environment variable with the parent's pid: the worker dies with its parent.
+PARENT_PID_ENV = "MIGPERF_PARENT_PID"
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this worker when the process that started it dies.
+
+    A runner killed with SIGKILL must not leave a worker holding its MIG
+    device (the restore could not destroy the instance). Best effort: only on
+    Linux, and only when the parent's pid is known.
+    """
+    parent = os.environ.get(PARENT_PID_ENV)
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != int(parent):  # the parent died before prctl took effect
+        os._exit(1)
+
 _MIB = 1024 * 1024
 _OOM_MARKERS = (
     "out of memory",
@@ -422,6 +448,7 @@ def main(argv: list[str] | None = None, *, emit: Callable[[str], None] | None = 
         The process exit status.
     """
     if emit is None:
+        _die_with_parent()
         # A hard crash (SIGSEGV, SIGABRT) still leaves a Python traceback on stderr.
         faulthandler.enable()
         out = _claim_stdout()

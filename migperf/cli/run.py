@@ -240,8 +240,24 @@ def results_show(
         )
         if c in frame.columns
     ]
+    from migperf.sharing.interference import interference_table
+
+    inter = interference_table(frame)
     if as_json:
-        print_json(frame[cols].to_dict(orient="records"))
+        records = frame[["run_id", *cols]].to_dict(orient="records")
+        by_run = {int(r["run_id"]): r for r in inter.to_dict(orient="records")}
+        for rec in records:
+            extra = by_run.get(int(rec["run_id"]))
+            if extra is not None:
+                rec.update(
+                    {
+                        k: (None if _isnan(extra[k]) else extra[k])
+                        for k in ("sharing", "group_id", "np_slot", "np_gpu", "stp", "antt")
+                        + ("stp_gpu", "p99_inflation", "alone_samples_per_s")
+                    }
+                )
+            rec.pop("run_id")
+        print_json(records)
         return
     from rich.table import Table
 
@@ -260,6 +276,61 @@ def results_show(
             ]
         )
     stdout().print(table)
+    if not inter.empty:
+        _print_interference(inter)
+
+
+def _print_interference(inter: Any) -> None:
+    """The co-located groups: normalized progress, STP, ANTT, p99 inflation."""
+    from rich.table import Table
+
+    table = Table(
+        title="interference of co-located jobs (NP = throughput shared / alone; "
+        "STP = sum of NP; ANTT = mean of 1/NP)",
+        title_justify="left",
+    )
+    for col in (
+        "group",
+        "sharing",
+        "slot",
+        "role",
+        "workload",
+        "samples/s",
+        "alone",
+        "NP slot",
+        "NP gpu",
+        "STP",
+        "ANTT",
+        "p99 x",
+    ):
+        table.add_column(col)
+
+    def f(v: Any) -> str:
+        return "n/a" if _isnan(v) else f"{v:.3g}"
+
+    groups = {g: i + 1 for i, g in enumerate(dict.fromkeys(inter["group_id"]))}
+    for _, r in inter.iterrows():
+        table.add_row(
+            f"#{groups[r['group_id']]}",
+            str(r["sharing"]),
+            str(r["slot"]),
+            str(r["role"]),
+            f"{r['workload']} {r['task']} bs={r['batch_size']}",
+            f(r["samples_per_s"]),
+            f(r["alone_samples_per_s"]),
+            f(r["np_slot"]),
+            f(r["np_gpu"]),
+            f(r["stp"]),
+            f(r["antt"]),
+            f(r["p99_inflation"]),
+        )
+    stdout().print(table)
+    if inter["np_slot"].isna().any():
+        stdout().print(
+            "n/a: no run of the same job alone on that slot is stored; add `baselines: true` "
+            "to the config to measure them.",
+            soft_wrap=True,
+        )
 
 
 def _isnan(v: Any) -> bool:

@@ -16,10 +16,31 @@ to run on, which jobs, over which axes. Example (``configs/quickstart.yaml``)::
         sweep: {batch_size: [1, 8]}
 
 Sweep axes are lists or ranges (``{start: 1, stop: 64, mul: 2}`` or
-``{start: 32, stop: 256, step: 32}``); ``batch_size``, ``seq_len`` and any
-model argument (``model_args.num_hidden_layers``) can be swept. Unknown keys,
-wrong types and impossible values are errors; every problem in the file is
-reported at once, each as ``file:line: field: problem``.
+``{start: 32, stop: 256, step: 32}``); ``batch_size``, ``seq_len``, any
+model argument (``model_args.num_hidden_layers``) and the server scenario's
+``scenario.target_qps`` / ``scenario.latency_target_ms`` can be swept.
+
+A job with ``scenario:`` runs an inference scenario (MLPerf LoadGen single-
+stream, multi-stream, server, offline, or closed-loop; with
+``find_max_qps: true`` the capacity under the SLO), see
+:mod:`migperf.bench.scenario_spec`.
+
+``sharing`` says how jobs share a GPU; a list compares several ways in one
+file (each may name the ``layouts`` it applies to):
+
+* ``exclusive`` (default): one job at a time on each chosen slot;
+* ``mig``: every chosen MIG slot at once, one worker each, released together;
+* ``{mps: {clients: 4, thread_percentage: 25}}``: N MPS clients on each chosen
+  slot (the whole GPU, or one MIG device), one MPS daemon per device;
+* ``{timeslice: {processes: 4}}``: N plain processes on each chosen slot.
+
+``neighbors`` are background jobs started on the layout's other slots with
+every run (noisy-neighbour studies), and ``baselines: true`` also runs each
+shared job alone on its slot, so interference (normalized progress, STP,
+ANTT, p99 inflation) can be computed from the store.
+
+Unknown keys, wrong types and impossible values are errors; every problem in
+the file is reported at once, each as ``file:line: field: problem``.
 """
 
 from __future__ import annotations
@@ -32,6 +53,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from migperf.bench.scenario_spec import ScenarioSpec
 from migperf.errors import ConfigError
 from migperf.yamlsource import composed
 
@@ -90,6 +112,11 @@ class TelemetrySpec(_Strict):
     dcgm_url: str | None = None
 
 
+SCENARIO_AXES = ("scenario.target_qps", "scenario.latency_target_ms")
+
+InstancesSpec = Literal["first", "each", "all"] | list[str]
+
+
 class JobSpec(_Strict):
     """One workload to run on each slot, over its sweep axes."""
 
@@ -101,8 +128,28 @@ class JobSpec(_Strict):
     seq_len: int = Field(128, ge=1)
     model_args: dict[str, Any] = Field(default_factory=dict)
     sweep: dict[str, AxisValues] = Field(default_factory=dict)
+    scenario: ScenarioSpec | None = None
+    # Which slots this job runs on (default: the experiment's ``instances``);
+    # for neighbors, ``rest`` (the default) is every slot the measured run leaves free.
+    instances: InstancesSpec | Literal["rest"] | None = None
     # For fault tests: make this job's workers crash, hang or run out of memory.
     inject: Literal["crash", "hang", "oom"] | None = None
+
+    @model_validator(mode="after")
+    def _scenario_task(self) -> JobSpec:
+        if self.scenario is not None and self.task != "infer":
+            raise ValueError(
+                f"scenario {self.scenario.name!r} needs task 'infer', not {self.task!r}"
+            )
+        for axis in self.sweep:
+            if axis.startswith("scenario.") and self.scenario is None:
+                raise ValueError(f"cannot sweep {axis!r}: the job has no scenario")
+            if axis == "scenario.target_qps" and self.scenario is not None:
+                if self.scenario.name != "server":
+                    raise ValueError("scenario.target_qps applies to the server scenario only")
+                if self.scenario.find_max_qps:
+                    raise ValueError("scenario.target_qps cannot be swept with find_max_qps")
+        return self
 
     @field_validator("workload")
     @classmethod
@@ -118,9 +165,12 @@ class JobSpec(_Strict):
     @classmethod
     def _axes(cls, v: dict[str, AxisValues]) -> dict[str, AxisValues]:
         for axis, values in v.items():
-            if axis not in ("batch_size", "seq_len") and not axis.startswith("model_args."):
+            if axis not in SCENARIO_AXES + ("batch_size", "seq_len") and not axis.startswith(
+                "model_args."
+            ):
                 raise ValueError(
-                    f"cannot sweep {axis!r}: sweepable axes are batch_size, seq_len and model_args.<field>"
+                    f"cannot sweep {axis!r}: sweepable axes are batch_size, seq_len, "
+                    f"model_args.<field>, {' and '.join(SCENARIO_AXES)}"
                 )
             vals = values.values() if isinstance(values, RangeSpec) else values
             if not vals:
@@ -129,10 +179,108 @@ class JobSpec(_Strict):
                 for x in vals:
                     if isinstance(x, bool) or not float(x).is_integer() or int(x) < 1:
                         raise ValueError(f"{axis} value {x!r} is not a positive integer")
+            if axis in SCENARIO_AXES:
+                for x in vals:
+                    if isinstance(x, bool) or not isinstance(x, (int, float)) or x <= 0:
+                        raise ValueError(f"{axis} value {x!r} is not a positive number")
         return v
 
 
-InstancesSpec = Literal["first", "each", "all"] | list[str]
+class MpsSpec(_Strict):
+    """MPS clients on one device: ``{clients: 4, thread_percentage: 25}``."""
+
+    clients: int = Field(..., ge=1, le=48)
+    # One value for every client, or one per client; None: MPS's default (100).
+    thread_percentage: float | list[float] | None = None
+    pinned_mem_limit_mib: int | list[int] | None = None
+    layouts: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _per_client(self) -> MpsSpec:
+        for name in ("thread_percentage", "pinned_mem_limit_mib"):
+            value = getattr(self, name)
+            values = value if isinstance(value, list) else [] if value is None else [value]
+            if isinstance(value, list) and len(value) != self.clients:
+                raise ValueError(
+                    f"{name} lists {len(value)} value(s) for {self.clients} client(s); "
+                    "give one value, or one per client"
+                )
+            for x in values:
+                if name == "thread_percentage" and not 0 < x <= 100:
+                    raise ValueError(f"thread_percentage {x:g} is not in (0, 100]")
+                if name == "pinned_mem_limit_mib" and x < 1:
+                    raise ValueError(f"pinned_mem_limit_mib {x} is not positive")
+        return self
+
+    def client_values(self, name: str) -> list[Any]:
+        """Per-client values of ``thread_percentage`` or ``pinned_mem_limit_mib``."""
+        value = getattr(self, name)
+        return list(value) if isinstance(value, list) else [value] * self.clients
+
+
+class TimesliceSpec(_Strict):
+    """N plain processes time-sliced on one device: ``{processes: 4}``."""
+
+    processes: int = Field(..., ge=1, le=64)
+    layouts: list[str] | None = None
+
+
+class ModeSpec(_Strict):
+    """``exclusive`` or ``mig`` with options: ``{mig: {layouts: [...]}}``."""
+
+    layouts: list[str] | None = None
+
+
+class SharingArm(_Strict):
+    """One way of sharing, as parsed (exactly one field set)."""
+
+    exclusive: ModeSpec | None = None
+    mig: ModeSpec | None = None
+    mps: MpsSpec | None = None
+    timeslice: TimesliceSpec | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            if data in ("exclusive", "mig"):
+                return {data: {}}
+            if data in ("mps", "timeslice"):
+                raise ValueError(
+                    f"{data} needs its settings, e.g. "
+                    + ("{mps: {clients: 4}}" if data == "mps" else "{timeslice: {processes: 4}}")
+                )
+            raise ValueError(f"unknown sharing {data!r}: use exclusive, mig, mps or timeslice")
+        return data
+
+    @model_validator(mode="after")
+    def _one(self) -> SharingArm:
+        if sum(x is not None for x in (self.exclusive, self.mig, self.mps, self.timeslice)) != 1:
+            raise ValueError("give exactly one of exclusive, mig, mps, timeslice")
+        return self
+
+    @property
+    def mode(self) -> str:
+        """``exclusive``, ``mig``, ``mps`` or ``timeslice``."""
+        for name in ("exclusive", "mig", "mps", "timeslice"):
+            if getattr(self, name) is not None:
+                return name
+        raise AssertionError("validated")
+
+    @property
+    def layouts(self) -> list[str] | None:
+        """The top-level layouts this arm applies to (None: all)."""
+        spec = getattr(self, self.mode)
+        return spec.layouts if spec is not None else None
+
+    @property
+    def size(self) -> int:
+        """Workers per device (MPS clients or time-sliced processes; 1 otherwise)."""
+        if self.mps is not None:
+            return self.mps.clients
+        if self.timeslice is not None:
+            return self.timeslice.processes
+        return 1
 
 
 class ExperimentConfig(_Strict):
@@ -149,10 +297,53 @@ class ExperimentConfig(_Strict):
     telemetry: TelemetrySpec = TelemetrySpec()
     restore: bool = True
     timeout_s: float = Field(600.0, gt=0)
+    sharing: list[SharingArm] = Field(default_factory=lambda: [SharingArm(exclusive=ModeSpec())])
+    neighbors: list[JobSpec] = Field(default_factory=list)
+    baselines: bool = False
+
+    @field_validator("sharing", mode="before")
+    @classmethod
+    def _sharing_list(cls, v: Any) -> Any:
+        return v if isinstance(v, list) else [v]
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> ExperimentConfig:
+        for i, arm in enumerate(self.sharing):
+            for layout in arm.layouts or []:
+                if layout not in self.layouts:
+                    raise ValueError(
+                        f"sharing[{i}] ({arm.mode}) names layout {layout!r}, which is not in "
+                        f"layouts ({', '.join(map(repr, self.layouts))})"
+                    )
+        modes = [a.mode for a in self.sharing]
+        if len(set(json.dumps(a.model_dump(), sort_keys=True) for a in self.sharing)) < len(modes):
+            raise ValueError("sharing lists the same arm twice")
+        for i, job in enumerate(self.neighbors):
+            if job.sweep:
+                raise ValueError(
+                    f"neighbors[{i}] has a sweep; a neighbor runs at one setting while the jobs sweep"
+                )
+        for i, job in enumerate(self.jobs):
+            if job.instances == "rest":
+                raise ValueError(f"jobs[{i}].instances: 'rest' applies to neighbors only")
+        return self
 
     def config_hash(self) -> str:
         """A stable hash of what is measured (name and description excluded)."""
         data = self.model_dump(mode="json", exclude={"name", "description"})
+        # Fields added after the first release hash only when set, so stores
+        # written before them still resume.
+        if data.get("sharing") == [
+            {"exclusive": {"layouts": None}, "mig": None, "mps": None, "timeslice": None}
+        ]:
+            del data["sharing"]
+        for key, default in (("neighbors", []), ("baselines", False), ("executor", "local")):
+            if data.get(key, default) == default:
+                data.pop(key, None)
+        for job in data["jobs"]:
+            for key in ("scenario", "instances"):
+                if job.get(key) is None:
+                    job.pop(key, None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -19,13 +19,13 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from migperf.errors import ConfigError, MigperfError
 from migperf.experiments.config import ExperimentConfig
-from migperf.experiments.plan import CURRENT, RunPlan, Slot, expand
+from migperf.experiments.plan import CURRENT, Member, RunPlan, Slot, expand
 from migperf.mig.apply import converge
 from migperf.mig.manager import target_for_layout
 from migperf.mig.snapshot import MigSnapshot, take_snapshot
@@ -208,10 +208,14 @@ class ExperimentRunner:
         if path.exists():
             data = json.loads(path.read_text())
             self.emit("recovered", path=str(path))
-            return {
+            recovered = {
                 int(k): MigSnapshot.from_dict(v) if v else None
                 for k, v in data["originals"].items()
             }
+            # A killed run may have left any of these GPUs partitioned, even
+            # when no run is left to do: restore them all at the end.
+            self._changed.update(g for g, snap in recovered.items() if snap is not None)
+            return recovered
         originals: dict[int, MigSnapshot | None] = {}
         for gpu in self.plan.gpus:
             info = self.nvml.gpu(gpu)
@@ -312,6 +316,55 @@ class ExperimentRunner:
                 self.emit("layout_failed", gpu=gpu, error=exc.message)
         self.report.time_s["partition"] += time.monotonic() - t
         devices = {gpu: self._devices(gpu) for gpu in self.plan.gpus if gpu not in failed_gpus}
+        with self._monitor(devices) as monitor:
+            self._run_all(todo, devices, failed_gpus, monitor)
+
+    @contextmanager
+    def _monitor(self, devices: dict[int, dict[tuple[int, int], str]]) -> Iterator[Any]:
+        """A started telemetry monitor for the layout's devices, or None.
+
+        Telemetry never stops an experiment: when it cannot start, an event
+        says why and the runs go on without it.
+        """
+        tel = self.cfg.telemetry
+        if not tel.enabled or not devices:
+            yield None
+            return
+        from migperf.bench.monitor import RunMonitor
+        from migperf.telemetry.target import resolve_target
+
+        try:
+            targets = []
+            for gpu, devs in devices.items():
+                targets.append(resolve_target(self.nvml, str(gpu)))
+                targets.extend(resolve_target(self.nvml, uuid) for uuid in devs.values())
+            monitor = RunMonitor(
+                self.nvml,
+                [t for t in targets if t is not None],
+                interval_s=tel.interval_ms / 1000.0,
+                dcgm_url=tel.dcgm_url,
+                keep_series=False,
+                all_slices=True,
+            )
+            monitor.start()
+        except MigperfError as exc:
+            self.emit("telemetry_off", error=exc.message)
+            yield None
+            return
+        for w in monitor.warnings:
+            self.emit("telemetry_warning", warning=w)
+        try:
+            yield monitor
+        finally:
+            monitor.stop()
+
+    def _run_all(
+        self,
+        todo: list[RunPlan],
+        devices: dict[int, dict[tuple[int, int], str]],
+        failed_gpus: dict[int, str],
+        monitor: Any,
+    ) -> None:
         oom_at: dict[tuple[Any, ...], int] = {}
         for run in todo:
             if run.gpu_index in failed_gpus:
@@ -322,7 +375,8 @@ class ExperimentRunner:
                 run.job_index,
                 run.seq_len,
                 json.dumps(run.model_args, sort_keys=True),
-                tuple(s.name for s in run.slots),
+                tuple(m.name for m in run.members),
+                json.dumps(run.scenario, sort_keys=True),
                 run.repeat,
             )
             if series in oom_at and run.batch_size > oom_at[series]:
@@ -330,7 +384,7 @@ class ExperimentRunner:
                     run, "skipped", f"batch size {oom_at[series]} already ran out of memory"
                 )
                 continue
-            statuses = self._execute(run, devices[run.gpu_index])
+            statuses = self._execute(run, devices[run.gpu_index], monitor)
             if "oom" in statuses:
                 oom_at[series] = min(oom_at.get(series, run.batch_size), run.batch_size)
 
@@ -351,78 +405,152 @@ class ExperimentRunner:
             raise MigperfError(f"slot {slot.name} has no MIG device on GPU {gpu}")
         return uuid
 
-    def _spec(self, run: RunPlan, device: str, simulated: bool, kind: str) -> Any:
+    def _spec(self, run: RunPlan, member: Member, device: str, simulated: bool, kind: str) -> Any:
         from migperf.bench.spec import parse_spec
 
         stop = self.cfg.stop
-        job = run.job
+        job = member.job or run.job
+        if member.role == "neighbor":
+            # A neighbor keeps loading its slot for as long as a measured job can run.
+            bs, seq, margs = job.batch_size, job.seq_len, dict(job.model_args)
+            scenario = (
+                job.scenario.model_dump(mode="json", exclude_defaults=True)
+                | {"name": job.scenario.name}
+                if job.scenario is not None
+                else None
+            )
+            min_s, max_s = stop.max_duration_s, stop.max_duration_s * 1.5 + 1.0
+        else:
+            bs, seq, margs, scenario = run.batch_size, run.seq_len, run.model_args, run.scenario
+            min_s, max_s = stop.min_duration_s, stop.max_duration_s
         return parse_spec(
             {
                 "workload": job.workload,
                 "task": job.task,
-                "batch_size": run.batch_size,
-                "seq_len": run.seq_len,
+                "batch_size": bs,
+                "seq_len": seq,
                 "precision": job.precision,
                 "compile": job.compile,
-                "model_args": run.model_args,
+                "model_args": margs,
                 "warmup_iterations": stop.warmup_iterations,
                 "min_iterations": stop.min_iterations,
-                "min_duration_s": stop.min_duration_s,
-                "max_duration_s": stop.max_duration_s,
-                "seed": run.repeat,
+                "min_duration_s": min_s,
+                "max_duration_s": max_s,
+                "seed": run.repeat + (member.client or 0),
                 "repeat_index": run.repeat,
                 "expect_device": kind,
                 "device_label": device,
                 "simulated": simulated,
+                "scenario": scenario,
                 "inject_crash": job.inject == "crash",
                 "inject_hang": job.inject == "hang",
                 "inject_oom": job.inject == "oom",
             }
         )
 
-    def _execute(self, run: RunPlan, devices: dict[tuple[int, int], str]) -> list[str]:
+    def _execute(
+        self, run: RunPlan, devices: dict[tuple[int, int], str], monitor: Any = None
+    ) -> list[str]:
         from migperf.bench.device import resolve_device
-        from migperf.bench.runner import WorkerGroup, WorkerProcess
 
         self.emit("run_start", run=run)
-        jobs = []
-        for slot in run.slots:
+        jobs: list[_Job] = []
+        for member in run.members:
             try:
-                device = self._device_for(slot, run.gpu_index, devices)
+                device = self._device_for(member.slot, run.gpu_index, devices)
             except MigperfError as exc:
                 self._store_failure(run, "failed", exc.message)
                 return ["failed"]
             sel = resolve_device(device, simulated=self.nvml.simulated)
-            jobs.append((slot, device, self._spec(run, device, sel.simulated, sel.kind), sel.env()))
+            spec = self._spec(run, member, device, sel.simulated, sel.kind)
+            env = dict(sel.env())
+            if sel.simulated and "OMP_NUM_THREADS" not in os.environ:
+                # Simulated slices share this machine's CPU cores: split them, so
+                # co-located CPU workers do not oversubscribe the cores.
+                share = max(1, (os.cpu_count() or 1) // len(run.members))
+                env["OMP_NUM_THREADS"] = str(share)
+            jobs.append(_Job(member, device, spec, env))
         started = time.time()
         t = time.monotonic()
+        try:
+            with self._sharing(run, jobs) as info:
+                results = self._launch(run, jobs, monitor)
+        except MigperfError as exc:
+            self._store_failure(run, "failed", exc.message)
+            return ["failed"]
+        elapsed = time.monotonic() - t
+        measured = [r.timing.measured_duration_s or 0.0 for r in results if r.timing]
+        window = max(measured) if measured else 0.0
+        self.report.time_s["measure"] += window
+        self.report.time_s["workers"] += max(0.0, elapsed - window)
+        group_id = run.run_key if run.grouped else None
+        statuses: list[str] = []
+        for job, result in zip(jobs, results, strict=True):
+            self._store(run, job, result, started, group_id, info)
+            if job.member.role == "job":
+                statuses.append(result.status)
+        self.emit("run_done", run=run, results=results)
+        return statuses
+
+    def _launch(self, run: RunPlan, jobs: list[_Job], monitor: Any) -> list[Any]:
+        """Run the workers of one run (released together when there are several)."""
+        from migperf.bench.runner import WorkerGroup, WorkerProcess
+        from migperf.telemetry.target import resolve_target
+
+        timeout = self.cfg.timeout_s
+        if any(j.member.role == "neighbor" for j in jobs):
+            timeout += self.cfg.stop.max_duration_s * 1.5 + 1.0
+        if monitor is not None:
+            targets = []
+            for j in jobs:
+                target = resolve_target(self.nvml, j.device)
+                if target is None:
+                    monitor = None
+                    break
+                targets.append(target)
+        if monitor is not None:
+            if len(jobs) == 1:
+                return [monitor.run_worker(jobs[0].spec, jobs[0].env, timeout, target=targets[0])]
+            group = monitor.run_group(
+                [(j.spec, j.env, t) for j, t in zip(jobs, targets, strict=True)],
+                timeout_s=timeout,
+            )
+            return list(group.results)
         if len(jobs) == 1:
-            slot, device, spec, env = jobs[0]
-            worker = WorkerProcess(spec, env, timeout_s=self.cfg.timeout_s)
+            worker = WorkerProcess(jobs[0].spec, jobs[0].env, timeout_s=timeout)
             worker.start()
             try:
-                results = [worker.wait()]
+                return [worker.wait()]
             except BaseException:
                 worker.kill()
                 raise
-        else:
-            group = WorkerGroup([(s, e) for _, _, s, e in jobs], timeout_s=self.cfg.timeout_s)
-            group.start()
-            results, _ = group.release_when_ready()
-        elapsed = time.monotonic() - t
-        measured = sum((r.timing.measured_duration_s or 0.0) for r in results if r.timing) / max(
-            len(results), 1
-        )
-        self.report.time_s["measure"] += measured
-        self.report.time_s["workers"] += max(0.0, elapsed - measured)
-        group_id = run.run_key if len(jobs) > 1 else None
-        statuses: list[str] = []
-        for (slot, device, _, _), result in zip(jobs, results, strict=True):
-            key = run.run_key if len(jobs) == 1 else f"{run.run_key}:{slot.name}"
-            self._store(run, key, slot, device, result, started, group_id)
-            statuses.append(result.status)
-        self.emit("run_done", run=run, results=results)
-        return statuses
+        wg = WorkerGroup([(j.spec, j.env) for j in jobs], timeout_s=timeout)
+        wg.start()
+        results, _ = wg.release_when_ready()
+        return list(results)
+
+    @contextmanager
+    def _sharing(self, run: RunPlan, jobs: list[_Job]) -> Iterator[dict[str, Any]]:
+        """Set up how the run's workers share their devices (MPS daemons, compute mode).
+
+        Yields what was set up, for the stored results.
+        """
+        info: dict[str, Any] = {}
+        if run.sharing == "timeslice":
+            info["compute_mode"] = self._compute_modes(run, jobs)
+        if run.sharing != "mps":
+            yield info
+            return
+        from migperf.sharing.mps import mps_for_run
+
+        with mps_for_run(self.nvml, run, jobs, root=self.root) as mps_info:
+            info["mps"] = mps_info
+            yield info
+
+    def _compute_modes(self, run: RunPlan, jobs: list[_Job]) -> dict[str, str]:
+        from migperf.sharing.timeslice import check_timeslicing
+
+        return check_timeslicing(self.nvml, run.gpu_index, sorted({j.device for j in jobs}))
 
     # -------------------------------------------------------------- store
 
@@ -454,15 +582,22 @@ class ExperimentRunner:
 
     def _store_failure(self, run: RunPlan, status: str, error: str) -> None:
         t = time.monotonic()
-        for slot in run.slots:
-            key = run.run_key if len(run.slots) == 1 else f"{run.run_key}:{slot.name}"
+        for member in run.members:
             rec = RunRecord(
-                **self._base(run, key, slot, None, None),
+                **self._base(run, run.member_key(member), member.slot, None, None),
                 status=status,
                 error=error,
-                params={"model_args": run.model_args, "slots": [s.name for s in run.slots]},
+                params={
+                    "model_args": run.model_args,
+                    "slots": [m.slot.name for m in run.members],
+                    "slot": member.name,
+                    "group_id": run.run_key if run.grouped else None,
+                    "group_size": len(run.members),
+                    "sharing": run.sharing,
+                    "role": "neighbor" if member.role == "neighbor" else run.role,
+                },
             )
-            if self.store.record(rec) is not None:
+            if self.store.record(rec) is not None and member.role == "job":
                 self.report.failed += 1
         self.report.time_s["store"] += time.monotonic() - t
         self.emit("run_done", run=run, results=[], status=status, error=error)
@@ -470,39 +605,93 @@ class ExperimentRunner:
     def _store(
         self,
         run: RunPlan,
-        key: str,
-        slot: Slot,
-        device: str,
+        job: _Job,
         result: Any,
         started: float,
         group_id: str | None,
+        info: dict[str, Any],
     ) -> None:
         t = time.monotonic()
+        member = job.member
         data = result.to_dict()
+        timing = result.timing
+        params: dict[str, Any] = {
+            "model_args": dict(job.spec.model_args),
+            "slots": [m.slot.name for m in run.members],
+            "slot": member.name,
+            "group_id": group_id,
+            "group_size": len(run.members),
+            "sharing": run.sharing,
+            "role": "neighbor" if member.role == "neighbor" else run.role,
+            "window_start_unix": timing.window_start_unix_s if timing else None,
+            "window_end_unix": timing.window_end_unix_s if timing else None,
+        }
+        if member.role == "neighbor":
+            params["neighbor_index"] = member.neighbor_index
+        if run.sharing in ("mps", "timeslice"):
+            params["client"] = member.client
+        if run.sharing == "mps":
+            params["mps"] = {
+                "thread_percentage": member.thread_percentage,
+                "pinned_mem_limit_mib": member.pinned_mem_limit_mib,
+                **(info.get("mps") or {}).get(job.device, {}),
+            }
+        if "compute_mode" in info:
+            params["compute_mode"] = info["compute_mode"].get(job.device)
+        scenario = job.spec.scenario
+        if scenario is not None:
+            params["scenario"] = {
+                **scenario.model_dump(mode="json", exclude_defaults=True),
+                "name": scenario.name,
+                "latency_target_ms": scenario.effective_latency_target_ms,
+                "latency_percentile": scenario.effective_percentile,
+            }
+        spec = job.spec
         rec = RunRecord(
-            **self._base(run, key, slot, device, started),
+            **self._base(run, run.member_key(member), member.slot, job.device, started),
             status=result.status,
             error=result.error.message if result.error else None,
             device_kind=result.device_kind,
-            params={
-                "model_args": run.model_args,
-                "slots": [s.name for s in run.slots],
-                "group_id": group_id,
-            },
+            params=params,
             environment=data.get("environment") or {},
             result=data,
             metrics=metrics_of(result),
-            samples={"latency_ms": list(result.latency_samples_ms)}
-            if result.latency_samples_ms
-            else None,
+            samples=_samples_of(result),
             telemetry=data.get("telemetry"),
         )
+        if member.role == "neighbor":
+            rec = replace(
+                rec,
+                workload=spec.workload,
+                task=spec.task,
+                precision=spec.precision,
+                batch_size=spec.batch_size,
+                seq_len=spec.seq_len,
+            )
         if self.store.record(rec) is not None:
-            if result.status == "ok":
+            if member.role != "job":
+                pass
+            elif result.status == "ok":
                 self.report.stored += 1
             else:
                 self.report.failed += 1
         self.report.time_s["store"] += time.monotonic() - t
+
+
+@dataclass
+class _Job:
+    """One member of a run, ready to launch."""
+
+    member: Member
+    device: str
+    spec: Any
+    env: dict[str, str]
+
+
+def _samples_of(result: Any) -> dict[str, list[float]] | None:
+    if result.latency_samples_ms:
+        return {"latency_ms": list(result.latency_samples_ms)}
+    return None
 
 
 def metrics_of(result: Any) -> dict[str, tuple[float | None, str]]:
@@ -535,12 +724,72 @@ def metrics_of(result: Any) -> dict[str, tuple[float | None, str]]:
         out["iterations"] = (float(result.timing.iterations), "count")
         if result.timing.measured_duration_s is not None:
             out["measured_duration_s"] = (float(result.timing.measured_duration_s), "s")
+    scenario = getattr(result, "scenario", None)
+    if scenario is not None:
+        out.update(_scenario_metrics(scenario))
     telemetry = getattr(result, "telemetry", None)
     summary = getattr(telemetry, "summary", None) if telemetry is not None else None
     if summary is not None:
-        for k, v in (
-            summary.model_dump() if hasattr(summary, "model_dump") else dict(summary)
-        ).items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
-                out[f"telemetry_{k}"] = (float(v), "")
+        out.update(telemetry_metrics(summary))
+    return out
+
+
+def _scenario_metrics(sc: Any) -> dict[str, tuple[float | None, str]]:
+    """Per-sample latency, completed rate, verdict and capacity of a scenario run."""
+    out: dict[str, tuple[float | None, str]] = {}
+    if sc.completed_qps is not None:
+        spq = sc.samples_per_query or 1
+        per_sample = sc.completed_qps * (spq if sc.scenario == "multi-stream" else 1)
+        out["samples_per_s"] = (float(per_sample), "1/s")
+    lat = sc.latency_ms
+    for name in ("mean", "p50", "p90", "p95", "p99", "p99_9"):
+        value = getattr(lat, name, None)
+        if value is not None:
+            out[f"latency_{name}_ms"] = (float(value), "ms")
+    if sc.target_qps is not None:
+        out["target_qps"] = (float(sc.target_qps), "1/s")
+    if sc.valid is not None:
+        out["scenario_valid"] = (1.0 if sc.valid else 0.0, "bool")
+    if sc.slo_met is not None:
+        out["slo_met"] = (1.0 if sc.slo_met else 0.0, "bool")
+    if sc.latency_target_ms is not None:
+        out["slo_latency_ms"] = (float(sc.latency_target_ms), "ms")
+    if sc.latency_percentile is not None:
+        out["slo_percentile"] = (float(sc.latency_percentile), "%")
+    if sc.max_qps is not None:
+        mq = sc.max_qps
+        value = mq.max_qps_under_slo
+        out["max_qps_under_slo"] = (float(value) if value is not None else None, "1/s")
+        out["slo_latency_ms"] = (float(mq.slo_latency_ms), "ms")
+        out["slo_percentile"] = (float(mq.slo_percentile), "%")
+    return out
+
+
+def telemetry_metrics(summary: Any) -> dict[str, tuple[float | None, str]]:
+    """The stored telemetry numbers of one run's window (see docs/results-schema.md)."""
+    out: dict[str, tuple[float | None, str]] = {}
+
+    def put(name: str, value: Any, unit: str) -> None:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[name] = (float(value), unit)
+
+    gpu = summary.gpu
+    if gpu is not None:
+        put("power_mean_w", gpu.power_mean_w, "W")
+        put("power_max_w", gpu.power_max_w, "W")
+        put("energy_j", gpu.energy_j, "J")
+        put("temperature_max_c", gpu.temperature_max_c, "C")
+        put("sm_clock_mean_mhz", gpu.sm_clock_mean_mhz, "MHz")
+        put("gpu_util_mean_pct", gpu.gpu_util_mean_pct, "%")
+        put("gpu_memory_used_max_mib", gpu.memory_used_max_mib, "MiB")
+    if summary.instance is not None:
+        put("instance_memory_used_max_mib", summary.instance.memory_used_max_mib, "MiB")
+    put("energy_per_sample_j", summary.energy_per_sample_j, "J")
+    put("energy_per_1k_tokens_j", summary.energy_per_1k_tokens_j, "J")
+    act = summary.activity
+    if act is not None:
+        put("activity_graphics_pct", act.graphics_util_pct, "%")
+        put("activity_sm_pct", act.sm_util_pct, "%")
+        put("activity_tensor_pct", act.tensor_util_pct, "%")
+        put("activity_dram_pct", act.dram_bw_util_pct, "%")
     return out
