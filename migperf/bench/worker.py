@@ -80,6 +80,7 @@ def _die_with_parent() -> None:
     if os.getppid() != int(parent):  # the parent died before prctl took effect
         os._exit(1)
 
+
 _MIB = 1024 * 1024
 _OOM_MARKERS = (
     "out of memory",
@@ -474,6 +475,17 @@ def main(argv: list[str] | None = None, *, emit: Callable[[str], None] | None = 
     def log(message: str) -> None:
         sys.stderr.write(f"migperf worker[{os.getpid()}]: {message}\n")
         sys.stderr.flush()
+
+    if spec.simulated and os.environ.get("CUDA_MPS_PIPE_DIRECTORY"):
+        # A simulated MPS client: connect to the simulated daemon as CUDA would.
+        from migperf.sharing.sim_mps_control import register_client_from_env
+
+        server = register_client_from_env()
+        log(
+            f"MPS client of server {server}"
+            if server
+            else "no MPS daemon answered; running without MPS"
+        )
 
     result = run_spec(spec, stdin=stdin, ready_fd=_ready_fd_from_env(), log=log)
     if result.error is not None:

@@ -634,7 +634,11 @@ class ExperimentRunner:
             params["mps"] = {
                 "thread_percentage": member.thread_percentage,
                 "pinned_mem_limit_mib": member.pinned_mem_limit_mib,
-                **(info.get("mps") or {}).get(job.device, {}),
+                **{
+                    k: v
+                    for k, v in (info.get("mps") or {}).get(job.device, {}).items()
+                    if k != "commands"  # the control log stays in the MPS log directory
+                },
             }
         if "compute_mode" in info:
             params["compute_mode"] = info["compute_mode"].get(job.device)

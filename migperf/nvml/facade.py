@@ -610,6 +610,35 @@ class Nvml:
             )
         return out
 
+    def compute_mode(self, gpu_index: int, mig_uuid: str | None = None) -> str | None:
+        """The compute mode of a GPU or MIG device; None where NVML does not report one.
+
+        One of ``DEFAULT``, ``EXCLUSIVE_THREAD``, ``PROHIBITED``,
+        ``EXCLUSIVE_PROCESS`` (``nvidia-smi -i N --query-gpu=compute_mode``).
+        Read-only: migperf never changes it (``nvidia-smi -c`` needs root). On a
+        MIG-enabled GPU NVML answers only for MIG device handles, so the bare
+        GPU reads as None there.
+        """
+        n = self.nvml
+        if mig_uuid is None:
+            h = self._handle(gpu_index)
+        else:
+            h = self._call(f"open MIG device {mig_uuid}", n.nvmlDeviceGetHandleByUUID, mig_uuid)
+        try:
+            mode = int(n.nvmlDeviceGetComputeMode(h))
+        except n.NVMLError_NotSupported:
+            return None
+        except n.NVMLError as exc:
+            where = mig_uuid or f"GPU {gpu_index}"
+            raise self._translate(f"read the compute mode of {where}", exc) from exc
+        names = {
+            n.NVML_COMPUTEMODE_DEFAULT: "DEFAULT",
+            n.NVML_COMPUTEMODE_EXCLUSIVE_THREAD: "EXCLUSIVE_THREAD",
+            n.NVML_COMPUTEMODE_PROHIBITED: "PROHIBITED",
+            n.NVML_COMPUTEMODE_EXCLUSIVE_PROCESS: "EXCLUSIVE_PROCESS",
+        }
+        return names.get(mode, f"UNKNOWN({mode})")
+
     # ------------------------------------------------------------ telemetry
 
     def _board_handle(self, gpu_index: int) -> Any:

@@ -124,3 +124,40 @@ neighbors:
     inter = interference_table(frame)
     row = inter[inter["role"] == "job"].iloc[0]
     assert row["p99_inflation"] > 0 and row["np_slot"] > 0
+
+
+def test_mps_clients_and_time_sliced_processes_on_the_whole_gpu(tmp_path: Path) -> None:
+    db, out = _run(
+        tmp_path,
+        f"""
+name: mps-vs-timeslice
+layouts: [current]
+baselines: true
+{STOP}
+sharing:
+  - mps: {{clients: 2, thread_percentage: [30, 70]}}
+  - timeslice: {{processes: 2}}
+jobs:
+  - workload: gemm
+    model_args: {{n: 32}}
+""",
+        spec="a100-80gb:1:mig-off",
+    )
+    frame = load(db, wide=True)
+    assert set(frame["status"]) == {"ok"}, out
+    params = _params(frame)
+    by = {p["slot"]: p for p in params}
+    assert set(by) == {"gpu", "gpu/mps0", "gpu/mps1", "gpu/ts0", "gpu/ts1"}
+    mps = [by["gpu/mps0"], by["gpu/mps1"]]
+    # One daemon served both clients; it saw them connect, and quit at the end.
+    assert [m["mps"]["thread_percentage"] for m in mps] == [30, 70]
+    info = mps[0]["mps"]
+    assert info["verified"] is True and info["client_count"] == 2, info
+    assert info["stopped"] == "quit" and info["daemon_pid"] == mps[1]["mps"]["daemon_pid"]
+    assert "commands" not in info
+    assert by["gpu/ts0"]["compute_mode"] == by["gpu/ts1"]["compute_mode"] == "DEFAULT"
+    assert by["gpu/ts0"]["group_id"] == by["gpu/ts1"]["group_id"] != mps[0]["group_id"]
+    inter = interference_table(frame)
+    assert sorted(inter["sharing"]) == ["mps", "mps", "timeslice", "timeslice"]
+    # The baseline is the job alone on the whole GPU, which MIG-off also makes np_gpu.
+    assert inter["np_slot"].notna().all() and inter["np_gpu"].notna().all()
