@@ -115,7 +115,19 @@ class _Progress:
             elapsed = time.monotonic() - self.t0
             left = elapsed / self.done * (self.total - self.done)
             results = info.get("results") or []
-            if results:
+            if len(results) > 1:
+                # A co-located group: the measured jobs' sum, and how many were ok.
+                jobs = [
+                    r for r, m in zip(results, info["run"].members, strict=False) if m.role == "job"
+                ]
+                ok = [r for r in jobs if r.status == "ok"]
+                total = sum(r.throughput.samples_per_s for r in ok if r.throughput)
+                metric = f"{len(ok)}/{len(jobs)} job(s) ok, {total:.1f} samples/s together"
+                bad = next((r for r in results if r.status != "ok"), None)
+                if bad is not None and bad.error is not None:
+                    metric += f"; {bad.status}: {bad.error.message}"
+                status = "ok" if len(ok) == len(jobs) and bad is None else "FAILED"
+            elif results:
                 r = results[0]
                 tp = r.throughput.samples_per_s if r.throughput else None
                 metric = f"{tp:.1f} samples/s" if tp else (r.error.message if r.error else r.status)

@@ -119,9 +119,9 @@ class RunPlan:
             extra += f" {self.scenario['name']}" + (f"@{qps:g}qps" if qps else "")
             if self.scenario.get("find_max_qps"):
                 extra += " max-qps"
-        how = f" [{self.sharing}]" if self.sharing != "exclusive" else ""
+        how = f" shared by {self.sharing}" if self.sharing != "exclusive" else ""
         if self.role == "baseline":
-            how += " [baseline]"
+            how += " alone (baseline)"
         nb = sum(1 for m in self.members if m.role == "neighbor")
         if nb:
             how += f" +{nb} neighbor(s)"
