@@ -1,0 +1,426 @@
+"""``migperf plan``: the fewest GPUs, and their MIG layouts, that serve a demand at its SLOs.
+
+Reads a demand file and a results store; prints the plan (per GPU: layout,
+which service on which instance, load against capacity), the GPUs saved
+against the baselines, and writes the plan as a mig-parted config. With
+``--verify`` it applies the plan and runs every service co-located. scipy,
+pandas and the planner are imported inside the command, so ``migperf --help``
+stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from migperf.cli._common import print_json, stderr, stdout
+from migperf.cli.run import DEFAULT_RESULTS, ResultsOption
+from migperf.errors import MigperfError
+
+if TYPE_CHECKING:
+    from migperf.plan.capacity import CapacityTable, MissingCapacity
+    from migperf.plan.demand import DemandSpec
+    from migperf.plan.optimizer import Plan
+    from migperf.plan.verify import VerifyResult
+
+
+def plan_command(
+    ctx: typer.Context,
+    demand_file: Annotated[
+        Path,
+        typer.Argument(metavar="DEMAND", help="Demand YAML, e.g. configs/demand-example.yaml."),
+    ],
+    results: ResultsOption = DEFAULT_RESULTS,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Write the plan as a mig-parted `version: v1` config."),
+    ] = None,
+    name: Annotated[
+        str, typer.Option("--name", "-c", help="Configuration name in the mig-parted file.")
+    ] = "migperf-plan",
+    write_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--write-config",
+            help="Write the experiment config that measures the missing capacities "
+            "(one file per GPU model, suffixed with the model, when several lack data).",
+        ),
+    ] = None,
+    assume_linear: Annotated[
+        bool,
+        typer.Option(
+            "--assume-linear",
+            help="Estimate missing capacities from the nearest measured profile, scaled by SM "
+            "count (labelled 'estimate' everywhere).",
+        ),
+    ] = False,
+    derate: Annotated[
+        bool,
+        typer.Option(
+            "--derate",
+            help="Scale capacities by the normalized progress measured in co-located MIG runs.",
+        ),
+    ] = False,
+    gpu_count: Annotated[
+        int | None,
+        typer.Option(
+            "--gpu-count",
+            min=1,
+            help="Use exactly this many GPUs and maximize the smallest coverage (overrides the "
+            "demand's gpu_count).",
+        ),
+    ] = None,
+    time_limit: Annotated[
+        float, typer.Option("--time-limit", min=0.1, help="Solver time limit per program (s).")
+    ] = 20.0,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify",
+            help="Apply the plan, run every service at its share co-located (LoadGen server), "
+            "report whether each SLO held, and restore the layouts.",
+        ),
+    ] = False,
+    verify_duration: Annotated[
+        float,
+        typer.Option("--verify-duration", min=0.0, help="Minimum duration of each verify run (s)."),
+    ] = 30.0,
+    verify_min_queries: Annotated[
+        int | None,
+        typer.Option(
+            "--verify-min-queries",
+            min=1,
+            help="LoadGen's minimum query count per verify run (default: enough for early stopping).",
+        ),
+    ] = None,
+    timeout: Annotated[
+        float,
+        typer.Option("--timeout", min=1.0, help="Wall-clock limit of each verify worker (s)."),
+    ] = 900.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Plan MIG layouts: the fewest GPUs that serve every service at its SLO (from measured capacities)."""
+    from migperf.plan.demand import load_demand
+
+    demand = load_demand(demand_file)
+    nvml = None
+    if verify:
+        from migperf.cli._common import open_for_changes
+        from migperf.errors import ReadOnlyError
+
+        try:
+            nvml = open_for_changes(ctx)  # refused here, before any work, in read-only mode
+        except ReadOnlyError as exc:
+            raise ReadOnlyError(
+                f"{exc.message}; --verify applies the plan's layouts",
+                hint="plan without --verify (planning only reads the results store), or drop "
+                "--read-only to verify",
+            ) from None
+    try:
+        _plan(
+            demand,
+            demand_file,
+            results,
+            out=out,
+            name=name,
+            write_config=write_config,
+            assume_linear=assume_linear,
+            derate=derate,
+            gpu_count=gpu_count,
+            time_limit=time_limit,
+            as_json=as_json,
+            nvml=nvml,
+            verify_options={
+                "min_duration_s": verify_duration,
+                "min_query_count": verify_min_queries,
+                "timeout_s": timeout,
+            },
+        )
+    finally:
+        if nvml is not None:
+            nvml.shutdown()
+
+
+def _plan(
+    demand: DemandSpec,
+    demand_file: Path,
+    results: Path,
+    *,
+    out: Path | None,
+    name: str,
+    write_config: Path | None,
+    assume_linear: bool,
+    derate: bool,
+    gpu_count: int | None,
+    time_limit: float,
+    as_json: bool,
+    nvml: Any,
+    verify_options: dict[str, Any],
+) -> None:
+    import pandas as pd
+
+    from migperf.plan.capacity import capacity_table, derate_factors
+    from migperf.plan.export import plan_to_migparted
+    from migperf.plan.optimizer import needed_keys, plan_layout, planning_layouts
+    from migperf.results import load
+
+    err = stderr()
+    if results.exists():
+        frame = load(results, wide=True)
+    else:
+        frame = pd.DataFrame()
+        err.print(f"NOTE: no results store at {results}: nothing is measured yet.", soft_wrap=True)
+    table = capacity_table(frame, demand)
+    layouts = {g.model: planning_layouts(g) for g in demand.gpus}
+    needed = needed_keys(demand, layouts)
+    if assume_linear:
+        table = table.with_linear_estimates(needed)
+    missing = table.missing(needed)
+
+    if write_config is not None:
+        _write_measurements(demand, demand_file, missing, write_config, as_json)
+        if missing:
+            return
+    if missing:
+        if as_json:
+            print_json({"missing": [m.to_dict() for m in missing], "results": str(results)})
+            raise typer.Exit(1)
+        _print_missing(missing, results)
+        raise MigperfError(
+            f"{len(missing)} capacity value(s) the plan needs were never measured in {results}",
+            hint=f"write the experiment that measures them with `migperf plan {demand_file} "
+            "--write-config measure.yaml`, run it (`migperf run measure.yaml`), and plan again; "
+            "or pass --assume-linear to estimate them (labelled estimate)",
+        )
+    if derate:
+        factors, what = derate_factors(frame, demand)
+        table = table.derated(factors)
+        err.print(f"NOTE: {what}.", soft_wrap=True)
+
+    plan = plan_layout(demand, table, layouts=layouts, gpu_count=gpu_count, time_limit_s=time_limit)
+    if out is not None and plan.gpus:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(plan_to_migparted(plan, name, str(demand_file)), encoding="utf-8")
+    checked = None
+    if nvml is not None and plan.feasible and plan.gpus:
+        from migperf.plan.verify import verify_plan
+
+        checked = verify_plan(
+            nvml,
+            plan,
+            demand,
+            on_event=None if as_json else lambda line: err.print(line, soft_wrap=True),
+            **verify_options,
+        )
+    if as_json:
+        data = plan.to_dict()
+        data["capacities"] = table.to_list()
+        data["mig_parted"] = str(out) if out is not None and plan.gpus else None
+        if checked is not None:
+            data["verify"] = checked.to_dict()
+        print_json(data)
+        if not plan.feasible or (checked is not None and not checked.all_held):
+            raise typer.Exit(1)
+        return
+    _print_plan(plan, table)
+    if out is not None and plan.gpus:
+        err.print(
+            f"wrote the plan to {out} (apply it with `migperf mig apply --config {out}`)",
+            soft_wrap=True,
+        )
+    elif out is not None:
+        err.print(f"NOTE: the plan has no GPUs; {out} was not written", soft_wrap=True)
+    if not plan.feasible:
+        raise MigperfError(
+            "the demand cannot be met: " + "; ".join(plan.explanation),
+            hint="add GPUs, lower target_qps or headroom, or relax the SLOs; the table above is "
+            "the best balanced plan on the GPUs available",
+        )
+    if checked is not None:
+        _print_verify(checked)
+        if not checked.all_held:
+            raise MigperfError(
+                "verification failed: "
+                + ", ".join(j.name for j in checked.jobs if not j.held)
+                + " did not hold co-located",
+                hint="re-plan with more headroom or with --derate after measuring co-located runs",
+            )
+
+
+def _write_measurements(
+    demand: DemandSpec,
+    demand_file: Path,
+    missing: list[MissingCapacity],
+    path: Path,
+    as_json: bool,
+) -> None:
+    from migperf.plan.export import measurement_configs
+
+    err = stderr()
+    if not missing:
+        err.print("nothing to measure: the store has every capacity the plan needs", soft_wrap=True)
+        return
+    texts = measurement_configs(demand, missing, source=str(demand_file))
+    written = []
+    for model, text in texts.items():
+        target = path if len(texts) == 1 else path.with_name(f"{path.stem}-{model}{path.suffix}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+        written.append((model, target))
+    if as_json:
+        print_json(
+            {
+                "missing": [m.to_dict() for m in missing],
+                "written": {model: str(p) for model, p in written},
+            }
+        )
+        return
+    _print_missing(missing, None)
+    for model, target in written:
+        err.print(
+            f"wrote {target}: measures {sum(1 for m in missing if m.model == model)} missing "
+            f"value(s) on {model}; run it with `migperf run {target}` on that GPU",
+            soft_wrap=True,
+        )
+
+
+def _print_missing(missing: list[MissingCapacity], results: Path | None) -> None:
+    from rich.table import Table
+
+    where = f" in {results}" if results is not None else ""
+    table = Table(title=f"Missing capacities (never measured{where})", title_justify="left")
+    for col in ("GPU model", "profile", "service / job", "note"):
+        table.add_column(col)
+    for m in missing:
+        table.add_row(m.model, m.profile, m.job, m.note)
+    stdout().print(table)
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _print_plan(plan: Plan, capacities: CapacityTable) -> None:
+    from rich.table import Table
+
+    console = stdout()
+    err = stderr()
+    kind = "fewest GPUs" if plan.mode == "min-gpus" else f"best coverage on {plan.gpu_count} GPU(s)"
+    head = "Plan" if plan.feasible else "Best effort (the demand is NOT met)"
+    table = Table(title=f"{head}: {plan.gpus_used} GPU(s), {kind}", title_justify="left")
+    for col in ("GPU", "layout", "instance", "serves", "load", "capacity", "use"):
+        table.add_column(col, justify="right" if col in ("load", "capacity", "use") else "left")
+    for g in plan.gpus:
+        where = f"{g.model} #{g.device}" + (f" node {g.node}" if g.node else "")
+        seen: dict[str, int] = {}
+        for k, inst in enumerate(g.instances):
+            n = seen.get(inst.profile, 0)
+            seen[inst.profile] = n + 1
+            unit = "samples/s" if inst.kind == "train" else "QPS"
+            cap = "-" if inst.capacity is None else f"{inst.capacity:,.1f} {unit}"
+            if inst.estimate:
+                cap += " (estimate)"
+            use = (
+                f"{inst.load / inst.capacity:.0%}"
+                if inst.load is not None and inst.capacity
+                else "-"
+            )
+            table.add_row(
+                where if k == 0 else "",
+                g.layout if k == 0 else "",
+                f"{inst.profile}#{n}",
+                inst.job or "(idle)",
+                _num(inst.load),
+                cap,
+                use,
+                end_section=k == len(g.instances) - 1,
+            )
+    console.print(table)
+
+    jobs = Table(title="Services and training jobs", title_justify="left")
+    for col in (
+        "name",
+        "SLO / floor",
+        "demand",
+        "required",
+        "capacity",
+        "coverage",
+        "instances",
+        "met",
+    ):
+        jobs.add_column(col, justify="left" if col in ("name", "SLO / floor", "met") else "right")
+    for j in plan.jobs:
+        unit = "QPS" if j.kind == "infer" else "samples/s"
+        jobs.add_row(
+            j.name,
+            j.slo or f">= {j.demand:g} samples/s on one instance",
+            f"{j.demand:,.1f} {unit}",
+            f"{j.required:,.1f}",
+            f"{j.capacity:,.1f}" + (" (estimate)" if j.estimate else ""),
+            f"{j.coverage:.0%}" if j.demand else "-",
+            str(j.instances),
+            "yes" if j.met else "NO",
+        )
+    console.print(jobs)
+
+    base = Table(title="Against the baselines", title_justify="left")
+    for col in ("baseline", "GPUs", "saved by the plan", "detail"):
+        base.add_column(col, justify="right" if col in ("GPUs", "saved by the plan") else "left")
+    for b in plan.baselines:
+        saved = plan.saved_vs(b)
+        base.add_row(
+            b.title + (f": {b.layout}" if b.layout else ""),
+            "-" if b.gpus is None else str(b.gpus),
+            "-" if saved is None else f"{saved} ({saved / b.gpus:.0%})" if b.gpus else str(saved),
+            b.detail,
+        )
+    console.print(base)
+    console.print(
+        f"Solver: {plan.solver.statement} ({plan.solver.solves} program(s), "
+        f"{plan.solver.time_s:.2f} s)."
+    )
+    estimated = [e for e in capacities.entries.values() if e.source == "estimate"]
+    if estimated:
+        est = Table(
+            title="ESTIMATED capacities (--assume-linear: not measured, scaled by SM count)",
+            title_justify="left",
+        )
+        for col in ("GPU model", "profile", "service / job", "capacity", "estimated from"):
+            est.add_column(col, justify="right" if col == "capacity" else "left")
+        for e in sorted(estimated, key=lambda e: (e.model, e.job, -e.base)):
+            est.add_row(
+                e.model, e.profile, e.job, f"{e.value:,.1f} {e.unit} (estimate)", e.estimated_from
+            )
+        console.print(est)
+    for line in plan.explanation:
+        err.print(f"WHY: {line}", soft_wrap=True)
+    for note in plan.notes:
+        err.print(f"NOTE: {note}", soft_wrap=True)
+
+
+def _print_verify(checked: VerifyResult) -> None:
+    from rich.table import Table
+
+    sim = " (SIMULATED GPU: workers ran on the CPU)" if checked.simulated else ""
+    table = Table(title=f"Verification, all services co-located{sim}", title_justify="left")
+    for col in ("name", "SLO / floor", "target", "achieved", "worst latency", "held", "detail"):
+        table.add_column(
+            col, justify="right" if col in ("target", "achieved", "worst latency") else "left"
+        )
+    for j in checked.jobs:
+        bad = next((i.verdict for i in j.instances if not i.held), "")
+        table.add_row(
+            j.name,
+            j.slo or f">= {j.target:g} samples/s",
+            _num(j.target),
+            _num(j.achieved),
+            "-" if j.worst_latency_ms is None else f"{j.worst_latency_ms:.1f} ms",
+            "yes" if j.held else "NO",
+            bad,
+        )
+    stdout().print(table)
+    stderr().print(
+        "layouts restored" if checked.restored else "WARNING: layouts NOT restored", soft_wrap=True
+    )
