@@ -89,10 +89,13 @@ def open_for_changes(ctx: typer.Context) -> Nvml:
 
 def report_error(exc: MigperfError) -> None:
     """Print a MigperfError as ``ERROR: ...`` and ``HINT: ...`` on stderr."""
+    from rich.markup import escape
+
     err = stderr()
-    err.print(f"[bold red]ERROR:[/] {exc.message}", markup=True, soft_wrap=True)
+    # Messages quote config text (`layouts: [current]`, `migperf[ray]`): not markup.
+    err.print(f"[bold red]ERROR:[/] {escape(exc.message)}", markup=True, soft_wrap=True)
     if exc.hint:
-        err.print(f"[bold]HINT:[/] {exc.hint}", markup=True, soft_wrap=True)
+        err.print(f"[bold]HINT:[/] {escape(exc.hint)}", markup=True, soft_wrap=True)
 
 
 class MigperfGroup(TyperGroup):

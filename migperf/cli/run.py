@@ -29,6 +29,15 @@ def run_command(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the plan; change and measure nothing.")
     ] = False,
+    executor: Annotated[
+        str | None,
+        typer.Option(
+            "--executor",
+            help="Where the runs execute: local (this machine), or ray[:ADDRESS] (every node of a "
+            'Ray cluster with the migperf_host resource; needs `pip install "migperf[ray]"`). '
+            "Default: the config's executor field, else local.",
+        ),
+    ] = None,
 ) -> None:
     """Run an experiment: each layout in turn, every job on its slices, every result stored."""
     from migperf.errors import ReadOnlyError
@@ -38,6 +47,14 @@ def run_command(
     from migperf.results.store import ResultsStore
 
     cfg = load_config(config)
+    from migperf.experiments.executor import parse_executor
+
+    where = parse_executor(executor) if executor else parse_executor(cfg.executor, f"{config}")
+    if where.kind != "local":
+        from migperf.cli.run_cluster import run_on_cluster
+
+        run_on_cluster(ctx, cfg, config, where, results, resume=resume, dry_run=dry_run)
+        return
     t0 = time.monotonic()
     with open_for_reading(ctx) as nvml:
         plan = plan_experiment(nvml, cfg, str(config))

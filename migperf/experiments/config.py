@@ -54,7 +54,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from migperf.bench.scenario_spec import ScenarioSpec
-from migperf.errors import ConfigError
+from migperf.errors import ConfigError, UsageError
 from migperf.yamlsource import composed
 
 _HINT = "see `migperf config schema` for every field, and configs/quickstart.yaml for an example"
@@ -300,6 +300,19 @@ class ExperimentConfig(_Strict):
     sharing: list[SharingArm] = Field(default_factory=lambda: [SharingArm(exclusive=ModeSpec())])
     neighbors: list[JobSpec] = Field(default_factory=list)
     baselines: bool = False
+    # Where the runs execute (`local`, `ray[:ADDRESS]`); not part of the config
+    # hash, so a sweep has the same run keys on a laptop and on a cluster.
+    executor: str = "local"
+
+    @field_validator("executor")
+    @classmethod
+    def _known_executor(cls, v: str) -> str:
+        from migperf.experiments.executor import parse_executor
+
+        try:
+            return str(parse_executor(v, "executor"))
+        except UsageError as exc:
+            raise ValueError(f"{exc.message.removeprefix('executor: ')}; {exc.hint}") from None
 
     @field_validator("sharing", mode="before")
     @classmethod
@@ -329,15 +342,15 @@ class ExperimentConfig(_Strict):
         return self
 
     def config_hash(self) -> str:
-        """A stable hash of what is measured (name and description excluded)."""
-        data = self.model_dump(mode="json", exclude={"name", "description"})
+        """A stable hash of what is measured (name, description and executor excluded)."""
+        data = self.model_dump(mode="json", exclude={"name", "description", "executor"})
         # Fields added after the first release hash only when set, so stores
         # written before them still resume.
         if data.get("sharing") == [
             {"exclusive": {"layouts": None}, "mig": None, "mps": None, "timeslice": None}
         ]:
             del data["sharing"]
-        for key, default in (("neighbors", []), ("baselines", False), ("executor", "local")):
+        for key, default in (("neighbors", []), ("baselines", False)):
             if data.get(key, default) == default:
                 data.pop(key, None)
         for job in data["jobs"]:

@@ -292,7 +292,8 @@ class ExperimentRunner:
         self, li: int, originals: dict[int, MigSnapshot | None], done: set[str]
     ) -> None:
         runs = [r for r in self.plan.runs if r.layout_index == li]
-        todo = [r for r in runs if r.run_key not in done]
+        # A co-located run is stored per member: it is done when every member is.
+        todo = [r for r in runs if any(r.member_key(m) not in done for m in r.members)]
         self.report.skipped_existing += len(runs) - len(todo)
         layout = self.cfg.layouts[li]
         self.emit("layout", index=li, total=len(self.cfg.layouts), layout=layout, runs=len(todo))

@@ -202,3 +202,25 @@ def test_bad_scenario_jobs_are_config_errors(job: str, message: str) -> None:
     with pytest.raises(ConfigError) as exc:
         parse_config(text, "x.yaml")
     assert message in exc.value.message
+
+
+def test_resume_skips_a_co_located_run_only_when_every_member_is_stored(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from migperf.experiments.runner import ExperimentRunner
+    from migperf.results.store import ResultsStore, RunRecord
+
+    cfg = parse_config(BASE.format(extra='layouts: ["19,19"]\nsharing: mig'))
+    with open_nvml("a100-80gb") as nvml:
+        planned = plan_experiment(nvml, cfg)
+        (run,) = planned.runs
+        with ResultsStore(tmp_path / "r.db") as store:
+            first, second = (run.member_key(m) for m in run.members)
+            store.record(RunRecord(first, "share", cfg.config_hash(), "ok"))
+            runner = ExperimentRunner(nvml, planned, store, resume=True, root=tmp_path)
+            started: list[object] = []
+            runner._execute = lambda r, d, m=None: started.append(r) or ["ok"]  # type: ignore[method-assign]
+            runner.run()
+            assert started == [run]  # one member missing: the group runs again
+            store.record(RunRecord(second, "share", cfg.config_hash(), "ok"))
+            started.clear()
+            report = ExperimentRunner(nvml, planned, store, resume=True, root=tmp_path).run()
+            assert report.skipped_existing == 1

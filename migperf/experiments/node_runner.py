@@ -1,0 +1,374 @@
+"""The node side of a cluster sweep: run some of a plan's runs here, stream every result.
+
+A cluster executor (:mod:`migperf.experiments.ray_executor`, later Slurm or
+Kubernetes) has one agent per node. The agent does two things with this
+module, and nothing else touches the GPUs:
+
+* :func:`describe_node` opens NVML on the node (the real driver; the simulator
+  only when ``MIGPERF_SIMULATE`` or an explicit spec asks for it, never as a
+  silent fallback), lists its GPUs and plans the experiment there with
+  :func:`~migperf.experiments.runner.plan_experiment`. It returns plain data:
+  each run's key, description, member keys and the records to store should
+  the run be lost with the node.
+* :func:`main` (``python -m migperf.experiments.node_runner``) runs the
+  single-node :class:`~migperf.experiments.runner.ExperimentRunner` on a
+  subset of that plan, in a process of its own. It reads one JSON request
+  line on stdin, and writes JSON lines on its stdout: ``started``, runner
+  events, one ``record`` per result (the
+  :class:`~migperf.results.store.RunRecord` as a dict, via
+  :class:`StreamingStore`), and a final ``report``. The driver, not the node,
+  writes the results store.
+
+Why a process, not a thread of the agent: stopping is then exactly the local
+runner's SIGTERM path (the current run is aborted, its workers killed, the
+node's layouts restored, the experiment journal kept until they are), and a
+runner that loses its agent (stdin closes) stops the same way instead of
+running on unattended.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Mapping
+from typing import IO, Any
+
+from migperf.errors import ConfigError, MigperfError
+from migperf.experiments.config import ExperimentConfig
+from migperf.experiments.plan import RunPlan
+from migperf.experiments.runner import (
+    ExperimentPlan,
+    ExperimentRunner,
+    _journal_path,
+    plan_experiment,
+)
+from migperf.results.store import RunRecord
+
+MODULE = "migperf.experiments.node_runner"
+
+
+def node_model(gpu_names: list[str]) -> str:
+    """The GPU model of a node as one string (``NVIDIA A30``, ``2 x NVIDIA A100 ... + ...``).
+
+    Nodes with the same model string are interchangeable for a sweep: any of
+    them can run any of the others' runs.
+    """
+    counts: dict[str, int] = {}
+    for name in gpu_names:
+        counts[name] = counts.get(name, 0) + 1
+    return " + ".join(name if n == 1 else f"{n} x {name}" for name, n in counts.items())
+
+
+class _ListStore:
+    """Collects the records a runner would store (for failure templates)."""
+
+    def __init__(self) -> None:
+        self.records: list[RunRecord] = []
+
+    def record(self, rec: RunRecord) -> int:
+        self.records.append(rec)
+        return len(self.records)
+
+    def stored_keys(self, config_hash: str) -> set[str]:
+        return set()
+
+
+def failure_templates(runner: ExperimentRunner, run: RunPlan) -> list[dict[str, Any]]:
+    """The records of a run that failed without running (status and error to fill in).
+
+    Built by the runner itself, so a run lost with its node is stored with the
+    same fields as a run that failed on the node.
+    """
+    store = _ListStore()
+    saved = runner.store
+    runner.store = store  # type: ignore[assignment]
+    try:
+        runner._store_failure(run, "failed", "")
+    finally:
+        runner.store = saved
+    return [_plain(r) for r in store.records]
+
+
+def _plain(rec: RunRecord) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(rec), default=str))
+    return data
+
+
+def record_from_dict(data: Mapping[str, Any]) -> RunRecord:
+    """A :class:`RunRecord` from its JSON form (metric tuples come back as lists)."""
+    fields = {f.name for f in dataclasses.fields(RunRecord)}
+    values = {k: v for k, v in data.items() if k in fields}
+    if values.get("metrics") is not None:
+        values["metrics"] = {k: (v[0], v[1]) for k, v in values["metrics"].items()}
+    return RunRecord(**values)
+
+
+def describe_node(
+    config: Mapping[str, Any],
+    *,
+    simulate: str | None = None,
+    read_only: bool | None = None,
+    source: str = "config",
+) -> dict[str, Any]:
+    """This node's GPUs and the experiment's runs on them, as plain data.
+
+    Never raises for a problem of the node or of the config on it: the
+    answer's ``error`` (``{"message", "hint", "config"}``; ``config`` is
+    whether the config is at fault, not the node) says what went wrong, so
+    the driver can report every node's problem at once.
+    """
+    import migperf
+    from migperf.nvml import open_nvml
+
+    out: dict[str, Any] = {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "migperf_version": migperf.__version__,
+        "gpus": [],
+        "model": None,
+        "simulated": None,
+        "machine": None,
+        "runs": [],
+        "journal": None,
+        "error": None,
+    }
+    try:
+        cfg = ExperimentConfig.model_validate(dict(config))
+        nvml = open_nvml(simulate, allow_fallback=False, read_only=read_only)
+    except MigperfError as exc:
+        out["error"] = {"message": exc.message, "hint": exc.hint, "config": False}
+        return out
+    try:
+        out["simulated"] = nvml.simulated
+        out["machine"] = nvml.machine
+        # A runner of this config killed here (its node lost) left its
+        # journal: the node's layouts are restored by the next runner here.
+        journal = _journal_path(nvml, cfg.config_hash(), None)
+        out["journal"] = str(journal) if journal.exists() else None
+        for index in range(nvml.gpu_count()):
+            info = nvml.gpu(index)
+            out["gpus"].append(
+                {
+                    "index": index,
+                    "name": info.name,
+                    "uuid": info.uuid,
+                    "mig_capable": info.mig_mode is not None,
+                    "mig_enabled": bool(info.mig_mode and info.mig_mode.current),
+                }
+            )
+        plan = plan_experiment(nvml, cfg, source)
+        out["model"] = node_model([out["gpus"][g]["name"] for g in plan.gpus])
+        runner = ExperimentRunner(nvml, plan, _ListStore())  # type: ignore[arg-type]
+        for run in plan.runs:
+            out["runs"].append(
+                {
+                    "key": run.run_key,
+                    "description": run.describe(),
+                    "layout_index": run.layout_index,
+                    "gpu_index": run.gpu_index,
+                    "members": [m.name for m in run.members] if run.grouped else [],
+                    "templates": failure_templates(runner, run),
+                }
+            )
+    except MigperfError as exc:
+        out["error"] = {
+            "message": exc.message,
+            "hint": exc.hint,
+            "config": isinstance(exc, ConfigError),
+        }
+    finally:
+        nvml.shutdown()
+    return out
+
+
+def subset_plan(plan: ExperimentPlan, keys: Mapping[str, str]) -> tuple[ExperimentPlan, list[str]]:
+    """The plan with only the runs named in ``keys`` (planned key -> key to store under).
+
+    Returns:
+        The subset plan (runs in plan order, keyed as asked) and the asked
+        keys this node did not plan.
+    """
+    runs = [
+        dataclasses.replace(r, run_key=keys[r.run_key]) if keys[r.run_key] != r.run_key else r
+        for r in plan.runs
+        if r.run_key in keys
+    ]
+    planned = {r.run_key for r in plan.runs}
+    missing = [k for k in keys if k not in planned]
+    return dataclasses.replace(plan, runs=runs), missing
+
+
+class StreamingStore:
+    """A results store that forwards every record, as a JSON line, to whoever reads ``out``.
+
+    The node never decides what is stored: the driver does (idempotently, by
+    run key), so :meth:`stored_keys` is empty and :meth:`record` always
+    returns a pseudo row id.
+    """
+
+    def __init__(self, out: IO[str]) -> None:
+        self.out = out
+        self.lock = threading.Lock()
+        self.sent = 0
+
+    def send(self, message: Mapping[str, Any]) -> None:
+        """Write one message; a reader that is gone is ignored (the runner is being stopped)."""
+        line = json.dumps(message, default=str)
+        with self.lock:
+            try:
+                self.out.write(line + "\n")
+                self.out.flush()
+            except (OSError, ValueError):
+                pass
+
+    def record(self, rec: RunRecord) -> int:
+        """Forward one record."""
+        self.send({"type": "record", "record": dataclasses.asdict(rec)})
+        self.sent += 1
+        return self.sent
+
+    def stored_keys(self, config_hash: str) -> set[str]:
+        """Nothing is stored here (the driver skips stored runs before it assigns them)."""
+        return set()
+
+
+def event_message(kind: str, info: Mapping[str, Any]) -> dict[str, Any]:
+    """A runner event (``on_event(kind, **info)``) as plain JSON data."""
+    out: dict[str, Any] = {"type": "event", "kind": kind}
+    for name, value in info.items():
+        if name == "run" and isinstance(value, RunPlan):
+            out["key"] = value.run_key
+            out["description"] = value.describe()
+        elif name == "results":
+            out["results"] = [
+                {
+                    "status": r.status,
+                    "samples_per_s": r.throughput.samples_per_s if r.throughput else None,
+                    "error": r.error.message if r.error else None,
+                }
+                for r in value
+            ]
+        elif isinstance(value, (str, int, float, bool, type(None))):
+            out[name] = value
+        elif isinstance(value, (list, tuple)) and all(
+            isinstance(v, (str, int, float)) for v in value
+        ):
+            out[name] = list(value)
+    return out
+
+
+def _claim_stdout() -> IO[str]:
+    """The protocol stream; anything else printed to stdout goes to stderr instead."""
+    fd = os.dup(1)
+    os.dup2(2, 1)
+    return os.fdopen(fd, "w", encoding="utf-8")
+
+
+def main() -> int:
+    """Run a subset of an experiment on this node (see the module docstring).
+
+    Returns:
+        0 when every run was attempted, 130 when stopped, 1 when the node
+        could not run its runs (the ``report`` line says why).
+    """
+    from migperf.nvml import open_nvml
+
+    out = _claim_stdout()
+    store = StreamingStore(out)
+    phase = {"value": "setup"}
+    stop = threading.Event()
+
+    def on_term(signum: int, frame: Any) -> None:
+        # Before the runner starts nothing has changed: stop at once. While it
+        # runs, its own handler turns SIGTERM into Ctrl-C; a signal that lands
+        # just before that handler is in place stops it at its next event.
+        # After it returns the restore is in progress: let it finish.
+        stop.set()
+        if phase["value"] == "setup":
+            raise KeyboardInterrupt(f"signal {signum}")
+
+    def on_event(kind: str, **info: Any) -> None:
+        store.send(event_message(kind, info))
+        if stop.is_set() and kind in ("layout", "run_start"):
+            raise KeyboardInterrupt("stop requested")
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        request = json.loads(sys.stdin.readline() or "null")
+        if not isinstance(request, dict):
+            raise ValueError("no request")
+    except ValueError as exc:
+        store.send({"type": "report", "ok": False, "error": f"bad request on stdin: {exc}"})
+        return 1
+
+    def watch_agent() -> None:
+        # The agent keeps our stdin open; EOF means it is gone: stop like SIGTERM.
+        sys.stdin.read()
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    store.send({"type": "started", "pid": os.getpid()})
+    niceness = request.get("niceness")
+    if isinstance(niceness, int) and niceness < os.getpriority(os.PRIO_PROCESS, 0):
+        # A cluster engine may run its workers at a low priority (Ray: nice
+        # 15); measurements should run as they would from a shell on the node.
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, niceness)
+        except OSError as exc:
+            store.send(
+                event_message(
+                    "priority_warning",
+                    {
+                        "error": f"runs at nice {os.getpriority(os.PRIO_PROCESS, 0)}, not "
+                        f"{niceness}: {exc.strerror or exc} (CPU-side timings may suffer)"
+                    },
+                )
+            )
+    try:
+        threading.Thread(target=watch_agent, daemon=True).start()
+        cfg = ExperimentConfig.model_validate(request["config"])
+        nvml = open_nvml(
+            request.get("simulate"), allow_fallback=False, read_only=request.get("read_only")
+        )
+        try:
+            plan = plan_experiment(nvml, cfg, f"experiment {cfg.name!r}")
+            sub, missing = subset_plan(plan, request["keys"])
+            if missing:
+                store.send({"type": "missing", "keys": missing})
+            runner = ExperimentRunner(
+                nvml,
+                sub,
+                store,  # type: ignore[arg-type]
+                on_event=on_event,
+            )
+            phase["value"] = "running"
+            report = runner.run()
+            phase["value"] = "done"
+        finally:
+            nvml.shutdown()
+    except KeyboardInterrupt:
+        store.send({"type": "report", "ok": True, "interrupted": True, "restored": True})
+        return 130
+    except MigperfError as exc:
+        store.send({"type": "report", "ok": False, "error": exc.message, "hint": exc.hint})
+        return 1
+    store.send(
+        {
+            "type": "report",
+            "ok": True,
+            "interrupted": report.interrupted,
+            "restored": report.restored,
+            "wall_s": report.wall_s,
+            "time_s": report.time_s,
+        }
+    )
+    return 130 if report.interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
