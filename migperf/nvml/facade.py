@@ -18,7 +18,7 @@ import ctypes
 import dataclasses
 import time
 import types
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any, TypeVar
 
 from migperf import errors
@@ -641,6 +641,23 @@ class Nvml:
 
     # ------------------------------------------------------------ telemetry
 
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group the NVML reads this thread makes inside the block (one telemetry reading).
+
+        On the simulator every NVML call locks the machine's state file and
+        checks it for changes; inside the block that happens once for all the
+        calls, which is most of a simulated reading's cost. Other threads' and
+        processes' calls wait for the block to end, so keep it to one reading.
+        A real driver needs nothing: there the block does nothing.
+        """
+        batch = getattr(getattr(self.nvml, "sim_lib", None), "batch", None)
+        if not self.simulated or batch is None:
+            yield
+            return
+        with batch():
+            yield
+
     def _board_handle(self, gpu_index: int) -> Any:
         handle = self._board_handles.get(gpu_index)
         if handle is None:
@@ -705,9 +722,10 @@ class Nvml:
         h = self._board_handle(gpu_index)
         unsupported: dict[str, str] = {}
         failed: dict[str, str] = {}
+        skipped = skip if isinstance(skip, frozenset) else frozenset(skip)
 
         def read(metrics: tuple[str, ...], *calls: tuple[str, tuple[Any, ...]]) -> Any:
-            if all(m in skip for m in metrics):
+            if skipped.issuperset(metrics):
                 return None
             for k, (fn_name, args) in enumerate(calls):
                 try:

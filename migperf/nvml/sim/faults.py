@@ -105,12 +105,19 @@ class FaultPlan:
 
     @classmethod
     def from_env(cls) -> FaultPlan:
-        """Rules from ``MIGPERF_SIM_FAULTS`` (read at every call, see :meth:`fire`)."""
+        """Rules from ``MIGPERF_SIM_FAULTS`` (read at every call or batch, see :meth:`fire`)."""
         return cls(parse_faults(os.environ.get(ENV_VAR, "")))
 
-    def fire(self, function: str, state: dict[str, Any]) -> int | str | None:
-        """Count a call of ``function``; the action to take, or None to proceed."""
-        env = os.environ.get(ENV_VAR, "")
+    def fire(
+        self, function: str, state: dict[str, Any], env: str | None = None
+    ) -> int | str | None:
+        """Count a call of ``function``; the action to take, or None to proceed.
+
+        ``env`` is the ``MIGPERF_SIM_FAULTS`` value when the caller has just
+        read it (once for a batch of calls); None reads it now.
+        """
+        if env is None:
+            env = os.environ.get(ENV_VAR, "")
         if env != getattr(self, "_env", None):
             # Tests and parents change the variable between calls.
             self._env = env

@@ -22,7 +22,8 @@ import os
 import re
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pynvml
@@ -37,6 +38,7 @@ from migperf.nvml.catalog import (
     ProfileFact,
 )
 from migperf.nvml.naming import compute_instance_profile_name
+from migperf.nvml.sim.faults import ENV_VAR as FAULTS_ENV_VAR
 from migperf.nvml.sim.faults import FaultPlan
 from migperf.nvml.sim.state import MachineState, mig_uuid
 
@@ -101,26 +103,37 @@ def _nvml(func: Callable[..., None]) -> Callable[..., int]:
     symbol = func.__name__
     name = fault_name(symbol)
 
+    def call(self: SimNvmlLib, st: dict[str, Any], args: tuple[Any, ...], env: str | None) -> int:
+        # Failures return inside the transaction so the fault counter (and
+        # pruned processes) are saved; every call validates before it
+        # mutates, so a failed call changes nothing else.
+        action = self.faults.fire(name, st, env)
+        if action == "crash":
+            # A process killed mid-call: nothing of this call is saved,
+            # as with a real SIGKILL.
+            os.kill(os.getpid(), signal.SIGKILL)
+        if action is not None:
+            return int(action)
+        try:
+            func(self, st, *args)
+        except _Fail as fail:
+            return fail.code
+        return SUCCESS
+
     @functools.wraps(func)
     def wrapper(self: SimNvmlLib, *args: Any) -> int:
         if self._init_count <= 0 and not symbol.startswith("nvmlInit"):
             return E_UNINIT
+        st = self.machine.joined()
+        if st is not None:
+            # Inside this thread's batch: its transaction saves at its end, and
+            # the fault rules are read once for it.
+            generation = self.machine.generation
+            if self._faults_env[0] != generation:
+                self._faults_env = (generation, os.environ.get(FAULTS_ENV_VAR, ""))
+            return call(self, st, args, self._faults_env[1])
         with self.machine.transaction() as st:
-            # Failures return inside the transaction so the fault counter (and
-            # pruned processes) are saved; every call validates before it
-            # mutates, so a failed call changes nothing else.
-            action = self.faults.fire(name, st)
-            if action == "crash":
-                # A process killed mid-call: nothing of this call is saved,
-                # as with a real SIGKILL.
-                os.kill(os.getpid(), signal.SIGKILL)
-            if action is not None:
-                return int(action)
-            try:
-                func(self, st, *args)
-            except _Fail as fail:
-                return fail.code
-        return SUCCESS
+            return call(self, st, args, None)
 
     return wrapper
 
@@ -137,6 +150,25 @@ class SimNvmlLib:
         # GPM sample buffers (by address) and what each sample recorded.
         self._gpm_buffers: dict[int, Any] = {}
         self._gpm_samples: dict[int, tuple[tuple[int, int | None], float, float]] = {}
+        # GPU index -> the machine transaction in which its processes were last pruned.
+        self._pruned: dict[int, int] = {}
+        # (machine transaction, MIGPERF_SIM_FAULTS as read in it).
+        self._faults_env: tuple[int, str] = (-1, "")
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Run the calls made inside the block (by this thread) in one machine transaction.
+
+        The state file is locked, read and checked for changes once for the
+        whole block instead of once per call; the block's changes are saved
+        together at its end. Before ``nvmlInit`` the calls fail anyway, so
+        nothing is locked.
+        """
+        if self._init_count <= 0:
+            yield
+            return
+        with self.machine.transaction():
+            yield
 
     # ----------------------------------------------------------------- handles
 
@@ -171,7 +203,12 @@ class SimNvmlLib:
         cnt.value = len(keys)
 
     def _key(self, handle: Any) -> tuple[Any, ...]:
-        addr = ctypes.cast(handle, ctypes.c_void_p).value if handle is not None else None
+        try:
+            # A handle is a pointer to one of our structs; addressof(contents) is the
+            # cheapest way to its address (every telemetry call comes here).
+            addr: int | None = ctypes.addressof(handle.contents)
+        except (AttributeError, TypeError, ValueError):  # not a pointer, or NULL
+            addr = ctypes.cast(handle, ctypes.c_void_p).value if handle is not None else None
         key = self._keys.get(addr or 0)
         if key is None:
             raise _Fail(E_INVALID)
@@ -495,7 +532,7 @@ class SimNvmlLib:
 
     def _memory(self, st: dict[str, Any], handle: Any, mem: Any) -> None:
         gpu, gi, _ = self._device(st, handle)
-        self._prune_processes(gpu)
+        self._prune_once(gpu)
         if gi is None:
             total_mib = self._model(gpu).memory_total_mib
             procs = gpu["processes"]
@@ -1005,6 +1042,17 @@ class SimNvmlLib:
 
     # ------------------------------------------------------------ processes
 
+    def _prune_once(self, gpu: dict[str, Any]) -> None:
+        """:meth:`_prune_processes`, once per GPU per machine transaction.
+
+        A telemetry reading (one batch) reads a GPU's load several times; one
+        liveness check of its processes (a syscall each) serves them all.
+        """
+        generation = self.machine.generation
+        if self._pruned.get(gpu["index"]) != generation:
+            self._prune_processes(gpu)
+            self._pruned[gpu["index"]] = generation
+
     @staticmethod
     def _prune_processes(gpu: dict[str, Any]) -> None:
         """Forget processes that have exited, as the driver does."""
@@ -1059,7 +1107,7 @@ class SimNvmlLib:
 
     def _load_fraction(self, gpu: dict[str, Any]) -> float:
         """Share of the GPU's compute slices that simulated processes keep busy."""
-        self._prune_processes(gpu)
+        self._prune_once(gpu)
         if not gpu["processes"]:
             return 0.0
         model = self._model(gpu)
@@ -1193,7 +1241,7 @@ class SimNvmlLib:
 
     def _gi_load(self, gpu: dict[str, Any], gi: dict[str, Any]) -> float:
         """Share of a GPU instance's compute slices that simulated processes keep busy."""
-        self._prune_processes(gpu)
+        self._prune_once(gpu)
         p = self._profile_by_id(gpu, gi["profile_id"])
         busy = {
             (proc.get("ci_id"), proc.get("slices", 1))

@@ -5,6 +5,17 @@ they would see one real driver. So the simulated driver state lives in
 ``<state dir>/sim/<machine>.json`` and every simulated NVML call runs under
 ``<machine>.json.lock``: it loads the file, acts, and writes it back
 atomically (write to a temporary file, then ``os.replace``) when it changed.
+
+Cost. Telemetry makes about ten NVML calls per reading, ten times a second,
+so a call must be cheap. A transaction opened inside another one by the same
+thread joins it (the outer one loads and saves once), which lets a sampler
+group a whole reading under one lock (``SimNvmlLib.batch``, ``Nvml.batch``).
+And the parsed state is kept between transactions with the exact bytes it
+came from, plus an untouched copy: each transaction still reads the file
+under the lock, but parses it only when the bytes differ (so a change made by
+any other process, or by hand, is always seen; no clock or inode
+heuristics), and decides whether to save by comparing the state with the
+untouched copy (``==``) instead of encoding it.
 """
 
 from __future__ import annotations
@@ -209,26 +220,89 @@ class MachineState:
         directory = (root or state_dir()) / "sim"
         self.path = directory / f"{spec.machine_name}.json"
         self._lock = _FlockLock(Path(str(self.path) + ".lock"))
+        # The open transaction: (pid, thread) that holds it, and its state.
+        self._owner: tuple[int, int] | None = None
+        self._open_state: dict[str, Any] | None = None
+        # Valid while the file holds exactly ``raw``: the state parsed from it,
+        # never handed out, and an equal copy that transactions work on.
+        self._cache: tuple[bytes, dict[str, Any], dict[str, Any]] | None = None
+        #: Counts outermost transactions: what was checked in this one need not be again.
+        self.generation = 0
 
     @contextmanager
     def transaction(self) -> Iterator[dict[str, Any]]:
-        """Lock, load (creating the machine on first use), yield, save if changed."""
+        """Lock, load (creating the machine on first use), yield, save if changed.
+
+        A transaction opened by a thread that already holds one joins it: it
+        gets the same state, and the outermost transaction saves (or, on an
+        exception, discards) everything at its end.
+        """
+        me = (os.getpid(), threading.get_ident())
+        if self._owner == me and self._open_state is not None:
+            yield self._open_state
+            return
         with self._lock:
-            state, raw = self._load()
-            yield state
+            self.generation += 1
+            raw = self._read()
+            cache = self._cache
+            if raw is not None and cache is not None and cache[0] == raw:
+                pristine: dict[str, Any] | None = cache[1]
+                state = cache[2]
+            else:
+                self._cache = None
+                state, pristine = self._parse(raw)
+            self._owner, self._open_state = me, state
+            try:
+                yield state
+            except BaseException:
+                # The body may have half-changed the working copy: forget it.
+                self._cache = None
+                raise
+            finally:
+                self._owner, self._open_state = None, None
+            if raw is not None and pristine is not None and state == pristine:
+                # Unchanged (a C-level comparison, far cheaper than encoding to compare text).
+                self._cache = (raw, pristine, state)
+                return
+            self._cache = None
             text = _dump(state)
-            if text != raw:
+            data = text.encode()
+            if data != raw:
                 self._save_text(text)
+            self._cache = (data, json.loads(data), json.loads(data))
+
+    def joined(self) -> dict[str, Any] | None:
+        """The state of the transaction this thread holds, or None when it holds none."""
+        if self._owner == (os.getpid(), threading.get_ident()):
+            return self._open_state
+        return None
 
     def read(self) -> dict[str, Any]:
         """A snapshot of the state, taken under the lock."""
         with self.transaction() as state:
             return json.loads(json.dumps(state))
 
-    def _load(self) -> tuple[dict[str, Any], str | None]:
+    def _read(self) -> bytes | None:
+        """The state file's bytes, None when there is none."""
         try:
-            raw = self.path.read_text()
+            fd = os.open(self.path, os.O_RDONLY)
         except FileNotFoundError:
+            return None
+        try:
+            size = 1 << 20
+            data = os.read(fd, size)
+            if len(data) < size:
+                return data  # a short read of a regular file is its end
+            chunks = [data]
+            while chunk := os.read(fd, size):
+                chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
+
+    def _parse(self, raw: bytes | None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """(state to work on, an equal untouched copy); no copy for a freshly booted machine."""
+        if raw is None:
             return new_state(self.spec), None
         try:
             state = json.loads(raw)
@@ -238,7 +312,7 @@ class MachineState:
             return new_state(self.spec), None
         if state.get("version") != STATE_VERSION or state.get("models") != list(self.spec.models):
             return new_state(self.spec), None
-        return state, raw
+        return state, json.loads(raw)
 
     def _save_text(self, text: str) -> None:
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name, suffix=".tmp")
@@ -253,4 +327,5 @@ class MachineState:
     def delete(self) -> None:
         """Forget the machine (the next call boots it afresh)."""
         with self._lock:
+            self._cache = None
             self.path.unlink(missing_ok=True)
