@@ -155,6 +155,10 @@ class _Progress:
                 f"  run {self.done}/{self.total} {status}: {info['run'].describe()}: {metric} (~{left:.0f} s left)",
                 soft_wrap=True,
             )
+        elif kind in ("telemetry_off", "telemetry_warning"):
+            why = info.get("error") or info.get("warning")
+            prefix = "no telemetry: " if kind == "telemetry_off" else ""
+            self.err.print(f"NOTE: {prefix}{why}", soft_wrap=True, markup=False)
         elif kind == "interrupted":
             self.err.print("[yellow]interrupted: restoring the GPU; finished runs are stored[/]")
         elif kind == "recovered":

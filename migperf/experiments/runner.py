@@ -673,10 +673,9 @@ class ExperimentRunner:
                 batch_size=spec.batch_size,
                 seq_len=spec.seq_len,
             )
-        if self.store.record(rec) is not None:
-            if member.role != "job":
-                pass
-            elif result.status == "ok":
+        # The report counts measured jobs; neighbors are stored but not counted.
+        if self.store.record(rec) is not None and member.role == "job":
+            if result.status == "ok":
                 self.report.stored += 1
             else:
                 self.report.failed += 1
