@@ -25,9 +25,10 @@ process, its other threads or the workers it starts), so that a CPU-bound
 workload sharing the cores runs first. The kernel weighs nice only among
 tasks of one scheduling group: with autogroup on (``/proc/sys/kernel/
 sched_autogroup_enabled``, tasks in the root cpu cgroup) every session is its
-own group, and a worker started in a new session competes with the parent's
-session as a whole, so there the lower priority changes nothing and the
-reading's own cost is what remains. Best effort: any failure is ignored.
+own group, and a worker started in a new session (as
+:mod:`migperf.bench.runner` starts them) competes with the parent's session
+as a whole, so there the lower priority changes nothing and the reading's
+own cost is what remains. Best effort: any failure is ignored.
 
 Time. Each reading is stamped with ``time.monotonic_ns()`` and converted to
 unix seconds with one (monotonic, wall) pair taken at start. Workers report
