@@ -50,12 +50,11 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from migperf.bench.scenario_spec import ScenarioSpec
-from migperf.errors import ConfigError, UsageError
-from migperf.yamlsource import composed
+from migperf.errors import UsageError
+from migperf.yamlsource import read_text, validate_yaml
 
 _HINT = "see `migperf config schema` for every field, and configs/quickstart.yaml for an example"
 
@@ -365,28 +364,6 @@ def json_schema() -> dict[str, Any]:
     return ExperimentConfig.model_json_schema()
 
 
-def _lines(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int]) -> None:
-    out[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        for k, v in node.value:
-            key = k.value
-            out[path + (key,)] = k.start_mark.line + 1
-            _lines(v, path + (key,), out)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, v in enumerate(node.value):
-            _lines(v, path + (i,), out)
-
-
-def _where(loc: tuple[Any, ...]) -> str:
-    parts: list[str] = []
-    for p in loc:
-        if isinstance(p, int):
-            parts.append(f"[{p}]")
-        else:
-            parts.append(("." if parts else "") + str(p))
-    return "".join(parts)
-
-
 def parse_config(text: str, source: str = "<config>") -> ExperimentConfig:
     """Validate experiment YAML text.
 
@@ -394,32 +371,7 @@ def parse_config(text: str, source: str = "<config>") -> ExperimentConfig:
         ConfigError: not YAML, or any field invalid; the message lists every
             problem as ``source:line: field: problem``.
     """
-    with composed(text, source, _HINT) as (loader, root):
-        lines: dict[tuple[Any, ...], int] = {}
-        _lines(root, (), lines)
-        data = loader.construct_document(root)
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}:1: an experiment file must be a mapping of fields", hint=_HINT)
-    try:
-        return ExperimentConfig.model_validate(data)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = tuple(
-                p
-                for p in err["loc"]
-                if not (isinstance(p, str) and p[:1].isupper() or p in ("list[any]", "RangeSpec"))
-            )
-            line_no = next((lines[loc[:k]] for k in range(len(loc), -1, -1) if loc[:k] in lines), 1)
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown field"
-            elif err["type"] == "missing":
-                msg = "required field is missing"
-            problems.append(f"{source}:{line_no}: {_where(loc) or '(top level)'}: {msg}")
-        unique = list(dict.fromkeys(problems))
-        head = f"{len(unique)} problem(s) in {source}:\n  " if len(unique) > 1 else ""
-        raise ConfigError(head + "\n  ".join(unique), hint=_HINT) from None
+    return validate_yaml(text, source, ExperimentConfig, kind="an experiment file", hint=_HINT)
 
 
 def load_config(path: Path) -> ExperimentConfig:
@@ -428,10 +380,4 @@ def load_config(path: Path) -> ExperimentConfig:
     Raises:
         ConfigError: unreadable, not YAML, or invalid (every problem listed).
     """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot read {path}: {exc.strerror or exc}", hint="check the path"
-        ) from None
-    return parse_config(text, str(path))
+    return parse_config(read_text(path), str(path))

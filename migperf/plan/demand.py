@@ -41,12 +41,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from migperf.bench.scenario_spec import REPORTED_PERCENTILES
-from migperf.errors import ConfigError
-from migperf.yamlsource import composed
+from migperf.yamlsource import read_text, validate_yaml
 
 __all__ = [
     "DemandSpec",
@@ -242,24 +240,6 @@ class DemandSpec(_Strict):
 # ---------------------------------------------------------------- loading
 
 
-def _lines(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int]) -> None:
-    out[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        for k, v in node.value:
-            out[path + (k.value,)] = k.start_mark.line + 1
-            _lines(v, path + (k.value,), out)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, v in enumerate(node.value):
-            _lines(v, path + (i,), out)
-
-
-def _where(loc: tuple[Any, ...]) -> str:
-    parts: list[str] = []
-    for p in loc:
-        parts.append(f"[{p}]" if isinstance(p, int) else ("." if parts else "") + str(p))
-    return "".join(parts)
-
-
 def parse_demand(text: str, source: str = "<demand>") -> DemandSpec:
     """Validate demand YAML text.
 
@@ -271,28 +251,7 @@ def parse_demand(text: str, source: str = "<demand>") -> DemandSpec:
         ConfigError: not YAML, or any field invalid; the message lists every
             problem as ``source:line: field: problem``.
     """
-    with composed(text, source, _HINT) as (loader, root):
-        lines: dict[tuple[Any, ...], int] = {}
-        _lines(root, (), lines)
-        data = loader.construct_document(root)
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}:1: a demand file must be a mapping of fields", hint=_HINT)
-    try:
-        return DemandSpec.model_validate(data)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = tuple(err["loc"])
-            line = next((lines[loc[:k]] for k in range(len(loc), -1, -1) if loc[:k] in lines), 1)
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown field"
-            elif err["type"] == "missing":
-                msg = "required field is missing"
-            problems.append(f"{source}:{line}: {_where(loc) or '(top level)'}: {msg}")
-        unique = list(dict.fromkeys(problems))
-        head = f"{len(unique)} problem(s) in {source}:\n  " if len(unique) > 1 else ""
-        raise ConfigError(head + "\n  ".join(unique), hint=_HINT) from None
+    return validate_yaml(text, source, DemandSpec, kind="a demand file", hint=_HINT)
 
 
 def load_demand(path: Path) -> DemandSpec:
@@ -301,10 +260,4 @@ def load_demand(path: Path) -> DemandSpec:
     Raises:
         ConfigError: unreadable, not YAML, or invalid (every problem listed).
     """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot read {path}: {exc.strerror or exc}", hint="check the path"
-        ) from None
-    return parse_demand(text, str(path))
+    return parse_demand(read_text(path), str(path))
