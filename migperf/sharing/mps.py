@@ -66,6 +66,7 @@ from types import TracebackType
 from typing import IO, Any
 
 from migperf.errors import MigperfError, UsageError
+from migperf.procs import pid_alive
 from migperf.sharing import sim_mps_control
 from migperf.sharing.sim_mps_control import register_client, register_client_from_env
 
@@ -195,21 +196,6 @@ def _device_text(device: str | int) -> str:
 # ------------------------------------------------------------------ /proc
 
 
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, which init has not reaped yet, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
-    except (OSError, IndexError):
-        return True
-
-
 def _environ_has(pid: int, entry: str) -> bool:
     try:
         with open(f"/proc/{pid}/environ", "rb") as fh:
@@ -220,7 +206,7 @@ def _environ_has(pid: int, entry: str) -> bool:
 
 def _wait_gone(pid: int, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
-    while _alive(pid):
+    while pid_alive(pid):
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.02)
@@ -423,7 +409,7 @@ class MpsDaemon:
     def running(self) -> bool:
         """Whether the daemon was started, is not stopped, and its process lives."""
         pid = self.info.daemon_pid
-        return self._started and not self._stopped and (pid is None or _alive(pid))
+        return self._started and not self._stopped and (pid is None or pid_alive(pid))
 
     # -- start -----------------------------------------------------------
 
@@ -584,7 +570,7 @@ class MpsDaemon:
             # Drivers that write no pid file: find the daemon by its private pipe directory.
             self.info.daemon_pid = self._scan_for_daemon()
         pid = self.info.daemon_pid
-        if pid is not None and not _alive(pid):
+        if pid is not None and not pid_alive(pid):
             raise self._start_error(f"the daemon (pid {pid}) exited right after starting")
 
     def _read_pid_file(self, path: Path) -> int | None:
@@ -596,7 +582,7 @@ class MpsDaemon:
             return None
         pid = int(text)
         # Only a process that carries our private pipe directory is ours to signal.
-        return pid if self._owned(pid) or not _alive(pid) else None
+        return pid if self._owned(pid) or not pid_alive(pid) else None
 
     def _owned(self, pid: int) -> bool:
         return _environ_has(pid, f"{PIPE_ENV}={self.pipe_dir}")
@@ -612,13 +598,13 @@ class MpsDaemon:
                     cmdline = fh.read()
             except OSError:
                 continue
-            if marker in cmdline and self._owned(pid) and _alive(pid):
+            if marker in cmdline and self._owned(pid) and pid_alive(pid):
                 return pid
         return None
 
     def _start_error(self, why: str) -> MigperfError:
         pid = self.info.daemon_pid
-        if pid is not None and not _alive(pid) and "exited" not in why:
+        if pid is not None and not pid_alive(pid) and "exited" not in why:
             why += f"; the daemon (pid {pid}) is no longer running"
         last = _last_line(self._control_log())
         return MigperfError(
@@ -844,7 +830,7 @@ class MpsDaemon:
             )
         elif want is not None and not want <= set(listed):
             missing = sorted(want - set(listed))
-            dead = [p for p in missing if not _alive(p)]
+            dead = [p for p in missing if not pid_alive(p)]
             raise MigperfError(
                 f"MPS on {self.device}: client(s) {', '.join(map(str, missing))} are not connected "
                 f"to MPS server {servers[0]} after {timeout_s:g} s"
@@ -864,7 +850,7 @@ class MpsDaemon:
 
     def _check_alive(self, doing: str) -> None:
         pid = self.info.daemon_pid
-        if pid is not None and not _alive(pid):
+        if pid is not None and not pid_alive(pid):
             raise MigperfError(
                 f"cannot {doing}: the MPS control daemon for {self.device} (pid {pid}) "
                 "is no longer running",
@@ -905,7 +891,7 @@ class MpsDaemon:
             entries.append((int(pid), popen, popen.poll() if popen is not None else None))
 
         def running(pid: int, popen: Any) -> bool:
-            return popen.poll() is None if popen is not None else _alive(pid)
+            return popen.poll() is None if popen is not None else pid_alive(pid)
 
         signalled = []
         for pid, popen, before in entries:
@@ -995,7 +981,7 @@ class MpsDaemon:
 
     def _quit(self) -> None:
         pid = self.info.daemon_pid
-        if pid is None or _alive(pid):
+        if pid is None or pid_alive(pid):
             try:
                 self.query("quit")
             except MigperfError as exc:
@@ -1024,7 +1010,7 @@ class MpsDaemon:
         if pid is None and self._pipe_dir is not None and self._argv:
             pid = self._scan_for_daemon()
             self.info.daemon_pid = pid
-        if pid is not None and _alive(pid) and self._owned(pid):
+        if pid is not None and pid_alive(pid) and self._owned(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
             if not _wait_gone(pid, 1.0):
@@ -1037,7 +1023,7 @@ class MpsDaemon:
         if self._pipe_dir is None:
             return
         for spid in self.info.server_pids:
-            if _alive(spid) and self._owned(spid):
+            if pid_alive(spid) and self._owned(spid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(spid, signal.SIGKILL)
                 _wait_gone(spid, 5.0)

@@ -69,6 +69,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from migperf.procs import pid_alive
+
 __all__ = [
     "CONTROL_SOCKET",
     "FAULTS_ENV",
@@ -218,21 +220,6 @@ def _faults(env: Mapping[str, str]) -> set[str]:
     return {f.strip() for f in env.get(FAULTS_ENV, "").split(",") if f.strip()}
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            # The state follows the parenthesised command name; Z is a zombie.
-            return fh.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
-    except (OSError, IndexError):
-        return True
-
-
 class _Daemon:
     """The simulated control daemon's state and request loop."""
 
@@ -311,7 +298,7 @@ class _Daemon:
                 self.log(f"Server {spid} exited with status {status}")
                 continue
             clients = self.servers[spid]["clients"]
-            for cpid in [c for c in clients if not _alive(c)]:
+            for cpid in [c for c in clients if not pid_alive(c)]:
                 clients.pop(cpid)
                 self.log(f"Client {cpid} disconnected from server {spid}")
 
@@ -504,7 +491,7 @@ def _start_background(env: Mapping[str, str], pipe_dir: Path) -> int:
         old = int((pipe_dir / PID_FILE).read_text().strip())
     except (OSError, ValueError):
         old = 0
-    if old and _alive(old):
+    if old and pid_alive(old):
         print("An instance of this daemon is already running", file=sys.stderr)
         return 1
     child_env = dict(env)

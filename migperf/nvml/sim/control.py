@@ -15,6 +15,7 @@ from pathlib import Path
 from migperf.errors import GpuInUseError, GpuNotFoundError
 from migperf.nvml.catalog import get_model
 from migperf.nvml.sim.state import MachineSpec, MachineState, parse_machine_spec
+from migperf.procs import pid_alive
 
 
 def _machine(spec: str | MachineSpec, root: Path | None) -> MachineState:
@@ -95,7 +96,7 @@ def reset_gpu(spec: str, gpu_index: int, *, root: Path | None = None) -> None:
     """
     with _machine(spec, root).transaction() as st:
         gpu = st["gpus"][gpu_index]
-        live = [p for p in gpu["processes"] if _alive(p["pid"])]
+        live = [p for p in gpu["processes"] if pid_alive(p["pid"])]
         if live:
             raise GpuInUseError(
                 f"cannot reset simulated GPU {gpu_index}: {len(live)} process(es) use it",
@@ -111,13 +112,3 @@ def clear_fault_counters(spec: str, *, root: Path | None = None) -> None:
     """Start counting calls for ``MIGPERF_SIM_FAULTS`` from zero again."""
     with _machine(spec, root).transaction() as st:
         st["fault_calls"] = {}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
