@@ -221,7 +221,8 @@ class PerfCounterTimer:
                 if n >= max_it:
                     reason = "max_iterations"
                     break
-                el = e - t0
+                # From the first iteration's start: the window the result reports.
+                el = e - starts[0]
                 if n >= min_it and el >= min_ns:
                     reason = "min_reached"
                     break
