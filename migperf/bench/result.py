@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from migperf.bench.scenario_result import ScenarioResult
 from migperf.bench.spec import BenchSpec
 from migperf.bench.stats import StabilityResult, Summary
 from migperf.errors import UsageError
+from migperf.models import FrozenModel
 from migperf.telemetry.model import TelemetryResult
 
 __all__ = [
@@ -40,11 +41,7 @@ Status = Literal["ok", "oom", "crashed", "timeout", "invalid", "aborted", "skipp
 DeviceKind = Literal["cuda", "cpu"]
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-
-class EnvironmentInfo(_Frozen):
+class EnvironmentInfo(FrozenModel):
     """Where a number was measured, as the worker saw it.
 
     Attributes:
@@ -91,7 +88,7 @@ class EnvironmentInfo(_Frozen):
     torch_num_threads: int | None = None
 
 
-class TimingInfo(_Frozen):
+class TimingInfo(FrozenModel):
     """How the measurement window was timed and why it stopped.
 
     Attributes:
@@ -126,7 +123,7 @@ class TimingInfo(_Frozen):
     warmup_duration_s: float | None = None
 
 
-class ThroughputResult(_Frozen):
+class ThroughputResult(FrozenModel):
     """Work done per second over the measurement window.
 
     Attributes:
@@ -142,7 +139,7 @@ class ThroughputResult(_Frozen):
     gb_per_s: float | None = None
 
 
-class ErrorInfo(_Frozen):
+class ErrorInfo(FrozenModel):
     """Why a run did not finish with ``ok``.
 
     Attributes:
@@ -161,7 +158,7 @@ class ErrorInfo(_Frozen):
     traceback: str | None = None
 
 
-class ProcessInfo(_Frozen):
+class ProcessInfo(FrozenModel):
     """The worker process as the parent saw it.
 
     Attributes:
@@ -181,7 +178,7 @@ class ProcessInfo(_Frozen):
     stderr_tail: list[str] = Field(default_factory=list)
 
 
-class WorkerResult(_Frozen):
+class WorkerResult(FrozenModel):
     """Everything one worker run produced.
 
     Attributes:

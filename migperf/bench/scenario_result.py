@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from migperf.bench.scenario_spec import ScenarioName
+from migperf.models import FrozenModel
 
 __all__ = [
     "BatchingStats",
@@ -29,11 +30,7 @@ __all__ = [
 ]
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-
-class LatencyPercentiles(_Frozen):
+class LatencyPercentiles(FrozenModel):
     """Latency statistics in milliseconds, as LoadGen reports them.
 
     Attributes:
@@ -65,7 +62,7 @@ class LatencyPercentiles(_Frozen):
         return value if isinstance(value, float) else None
 
 
-class EarlyStoppingResult(_Frozen):
+class EarlyStoppingResult(FrozenModel):
     """LoadGen's early-stopping test: can the run's sample count bound the target percentile?
 
     Attributes:
@@ -85,7 +82,7 @@ class EarlyStoppingResult(_Frozen):
     text: str = ""
 
 
-class BatchingStats(_Frozen):
+class BatchingStats(FrozenModel):
     """What the dynamic batcher did.
 
     Attributes:
@@ -111,7 +108,7 @@ class BatchingStats(_Frozen):
     utilization: float | None = None
 
 
-class QpsTrial(_Frozen):
+class QpsTrial(FrozenModel):
     """One LoadGen server run of the capacity search.
 
     Attributes:
@@ -133,7 +130,7 @@ class QpsTrial(_Frozen):
     log_dir: str | None = None
 
 
-class MaxQpsResult(_Frozen):
+class MaxQpsResult(FrozenModel):
     """The slice's capacity for this model and SLO: the highest server QPS LoadGen judges VALID.
 
     The search brackets the answer by doubling or halving the rate, then
@@ -173,7 +170,7 @@ class MaxQpsResult(_Frozen):
     log_dir: str | None = None
 
 
-class ScenarioResult(_Frozen):
+class ScenarioResult(FrozenModel):
     """Everything one scenario run measured.
 
     Attributes:

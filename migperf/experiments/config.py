@@ -50,20 +50,17 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from migperf.bench.scenario_spec import ScenarioSpec
 from migperf.errors import UsageError
+from migperf.models import StrictModel
 from migperf.yamlsource import read_text, validate_yaml
 
 _HINT = "see `migperf config schema` for every field, and configs/quickstart.yaml for an example"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class RangeSpec(_Strict):
+class RangeSpec(StrictModel):
     """An axis as a range: ``start`` to ``stop`` inclusive, by ``step`` or ``mul``."""
 
     start: float
@@ -94,7 +91,7 @@ class RangeSpec(_Strict):
 AxisValues = list[Any] | RangeSpec
 
 
-class StopSpec(_Strict):
+class StopSpec(StrictModel):
     """When a measurement stops (see the benchmark harness)."""
 
     warmup_iterations: int | None = Field(None, ge=0)
@@ -103,7 +100,7 @@ class StopSpec(_Strict):
     max_duration_s: float = Field(60.0, gt=0)
 
 
-class TelemetrySpec(_Strict):
+class TelemetrySpec(StrictModel):
     """GPU telemetry during runs."""
 
     enabled: bool = True
@@ -116,7 +113,7 @@ SCENARIO_AXES = ("scenario.target_qps", "scenario.latency_target_ms")
 InstancesSpec = Literal["first", "each", "all"] | list[str]
 
 
-class JobSpec(_Strict):
+class JobSpec(StrictModel):
     """One workload to run on each slot, over its sweep axes."""
 
     workload: str
@@ -185,7 +182,7 @@ class JobSpec(_Strict):
         return v
 
 
-class MpsSpec(_Strict):
+class MpsSpec(StrictModel):
     """MPS clients on one device: ``{clients: 4, thread_percentage: 25}``."""
 
     clients: int = Field(..., ge=1, le=48)
@@ -217,20 +214,20 @@ class MpsSpec(_Strict):
         return list(value) if isinstance(value, list) else [value] * self.clients
 
 
-class TimesliceSpec(_Strict):
+class TimesliceSpec(StrictModel):
     """N plain processes time-sliced on one device: ``{processes: 4}``."""
 
     processes: int = Field(..., ge=1, le=64)
     layouts: list[str] | None = None
 
 
-class ModeSpec(_Strict):
+class ModeSpec(StrictModel):
     """``exclusive`` or ``mig`` with options: ``{mig: {layouts: [...]}}``."""
 
     layouts: list[str] | None = None
 
 
-class SharingArm(_Strict):
+class SharingArm(StrictModel):
     """One way of sharing, as parsed (exactly one field set)."""
 
     exclusive: ModeSpec | None = None
@@ -282,7 +279,7 @@ class SharingArm(_Strict):
         return 1
 
 
-class ExperimentConfig(_Strict):
+class ExperimentConfig(StrictModel):
     """A whole experiment file."""
 
     name: str = Field(..., min_length=1)

@@ -41,9 +41,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from migperf.bench.scenario_spec import REPORTED_PERCENTILES
+from migperf.models import StrictModel
 from migperf.yamlsource import read_text, validate_yaml
 
 __all__ = [
@@ -57,10 +58,6 @@ __all__ = [
 ]
 
 _HINT = "see configs/demand-example.yaml for a complete demand file"
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _workload_for(task: str) -> Any:
@@ -82,7 +79,7 @@ def _workload_for(task: str) -> Any:
     return check
 
 
-class SloSpec(_Strict):
+class SloSpec(StrictModel):
     """A latency SLO: the ``percentile`` latency must stay within ``latency_ms``."""
 
     percentile: float
@@ -100,7 +97,7 @@ class SloSpec(_Strict):
         return f"p{self.percentile:g} <= {self.latency_ms:g} ms"
 
 
-class ServiceSpec(_Strict):
+class ServiceSpec(StrictModel):
     """An inference service: a model behind a dynamic batcher, a QPS to serve, an SLO."""
 
     name: str = Field(..., min_length=1)
@@ -116,7 +113,7 @@ class ServiceSpec(_Strict):
     _workload = field_validator("workload")(_workload_for("infer"))
 
 
-class TrainingSpec(_Strict):
+class TrainingSpec(StrictModel):
     """A training job that needs one MIG instance reaching ``min_samples_per_s``."""
 
     name: str = Field(..., min_length=1)
@@ -131,7 +128,7 @@ class TrainingSpec(_Strict):
     _workload = field_validator("workload")(_workload_for("train"))
 
 
-class GpuPoolSpec(_Strict):
+class GpuPoolSpec(StrictModel):
     """GPUs of one catalog model the plan may use."""
 
     model: str
@@ -181,7 +178,7 @@ class GpuPoolSpec(_Strict):
         return self
 
 
-class DemandSpec(_Strict):
+class DemandSpec(StrictModel):
     """A whole demand file (see the module docstring)."""
 
     services: list[ServiceSpec] = Field(default_factory=list)

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from migperf.models import FrozenModel
 
 __all__ = [
     "ActivitySeries",
@@ -48,11 +50,7 @@ Scope = Literal["whole_gpu", "gpu_instance"]
 Column = list[float | int | None]
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-
-class GpuSeries(_Frozen):
+class GpuSeries(FrozenModel):
     """Board-level readings of one physical GPU (NVML), one row per sample.
 
     Attributes:
@@ -76,7 +74,7 @@ class GpuSeries(_Frozen):
     unsupported: dict[str, str] = Field(default_factory=dict)
 
 
-class MigDeviceSeries(_Frozen):
+class MigDeviceSeries(FrozenModel):
     """Memory of one MIG device (its GPU instance), one row per sample.
 
     Attributes:
@@ -97,7 +95,7 @@ class MigDeviceSeries(_Frozen):
     columns: dict[str, Column] = Field(default_factory=dict)
 
 
-class ActivitySeries(_Frozen):
+class ActivitySeries(FrozenModel):
     """NVML GPM activity of a GPU instance (or a whole GPU), one row per interval.
 
     Each row covers ``[t_start_unix_s, t_end_unix_s]``; values are percent
@@ -119,7 +117,7 @@ class ActivitySeries(_Frozen):
     unsupported: dict[str, str] = Field(default_factory=dict)
 
 
-class DcgmSeries(_Frozen):
+class DcgmSeries(FrozenModel):
     """dcgm-exporter values of one entity, one row per scrape.
 
     A MIG-enabled GPU gives one ``whole_gpu`` series (power, energy, clocks,
@@ -144,7 +142,7 @@ class DcgmSeries(_Frozen):
     columns: dict[str, Column] = Field(default_factory=dict)
 
 
-class SamplerError(_Frozen):
+class SamplerError(FrozenModel):
     """A failure the sampler survived, counted.
 
     Attributes:
@@ -162,7 +160,7 @@ class SamplerError(_Frozen):
     last_unix_s: float
 
 
-class SamplerStats(_Frozen):
+class SamplerStats(FrozenModel):
     """What sampling cost and how regular it was.
 
     Attributes:
@@ -184,7 +182,7 @@ class SamplerStats(_Frozen):
     wall_s: float | None = None
 
 
-class TelemetrySeries(_Frozen):
+class TelemetrySeries(FrozenModel):
     """Every series recorded around one run (or a whole sampling session).
 
     Attributes:
@@ -206,7 +204,7 @@ class TelemetrySeries(_Frozen):
     stats: SamplerStats | None = None
 
 
-class GpuWindowSummary(_Frozen):
+class GpuWindowSummary(FrozenModel):
     """Whole-GPU values over one measurement window.
 
     Attributes:
@@ -248,7 +246,7 @@ class GpuWindowSummary(_Frozen):
     throttle_reasons: list[str] = Field(default_factory=list)
 
 
-class InstanceWindowSummary(_Frozen):
+class InstanceWindowSummary(FrozenModel):
     """The run's own MIG device over its window.
 
     Attributes:
@@ -269,7 +267,7 @@ class InstanceWindowSummary(_Frozen):
     memory_total_mib: float | None = None
 
 
-class ActivitySummary(_Frozen):
+class ActivitySummary(FrozenModel):
     """Mean activity of the run's slice (or GPU) over its window, in percent.
 
     Attributes:
@@ -291,7 +289,7 @@ class ActivitySummary(_Frozen):
     covered_s: float | None = None
 
 
-class DcgmEntitySummary(_Frozen):
+class DcgmEntitySummary(FrozenModel):
     """dcgm-exporter fields of one entity over the window.
 
     Attributes:
@@ -311,7 +309,7 @@ class DcgmEntitySummary(_Frozen):
     max: dict[str, float] = Field(default_factory=dict)
 
 
-class TelemetrySummary(_Frozen):
+class TelemetrySummary(FrozenModel):
     """What the telemetry says about one run's measurement window.
 
     Attributes:
@@ -351,7 +349,7 @@ class TelemetrySummary(_Frozen):
     notes: list[str] = Field(default_factory=list)
 
 
-class TelemetryResult(_Frozen):
+class TelemetryResult(FrozenModel):
     """Telemetry stored with one result: the summary and the series behind it.
 
     Attributes:
