@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.core import TyperGroup
@@ -16,6 +17,12 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from migperf.nvml.facade import Nvml
+
+#: The ``--results`` option every command that reads or writes the store shares.
+ResultsOption = Annotated[
+    Path, typer.Option("--results", help="SQLite results store.", envvar="MIGPERF_RESULTS")
+]
+DEFAULT_RESULTS = Path("results") / "migperf.db"
 
 
 @dataclass

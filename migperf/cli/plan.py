@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from migperf.cli._common import print_json, stderr, stdout
-from migperf.cli.run import DEFAULT_RESULTS, ResultsOption
+from migperf.cli._common import DEFAULT_RESULTS, ResultsOption, print_json, stderr, stdout
 from migperf.errors import MigperfError
 
 if TYPE_CHECKING:

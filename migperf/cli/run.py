@@ -8,12 +8,15 @@ from typing import Annotated, Any
 
 import typer
 
-from migperf.cli._common import open_for_reading, print_json, state, stderr, stdout
-
-ResultsOption = Annotated[
-    Path, typer.Option("--results", help="SQLite results store.", envvar="MIGPERF_RESULTS")
-]
-DEFAULT_RESULTS = Path("results") / "migperf.db"
+from migperf.cli._common import (
+    DEFAULT_RESULTS,
+    ResultsOption,
+    open_for_reading,
+    print_json,
+    state,
+    stderr,
+    stdout,
+)
 
 config_app = typer.Typer(help="Experiment config files.", no_args_is_help=True)
 results_app = typer.Typer(help="Look at and export stored results.", no_args_is_help=True)
