@@ -1,71 +1,23 @@
 """The hardware boundary: the only package that talks to NVML.
 
-Use :func:`open_nvml` to get an initialised :class:`~migperf.nvml.facade.Nvml`
+:func:`open_nvml` gives an initialised :class:`~migperf.nvml.facade.Nvml`
 backed by the real driver (nvidia-ml-py's ``pynvml``) or by the simulated NVML
 (:mod:`migperf.nvml.sim`). Everything above this package sees migperf's own
-types (:mod:`migperf.nvml.types`), never pynvml.
+types (:mod:`migperf.nvml.types`), never pynvml. Example::
+
+    with open_nvml(allow_fallback=True) as nvml:
+        for gpu in nvml.gpus():
+            print(gpu.index, gpu.name, gpu.mig_mode)
 """
 
 from __future__ import annotations
 
-import os
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from migperf.nvml.facade import Nvml
-
-SIMULATE_ENV = "MIGPERF_SIMULATE"
-READ_ONLY_ENV = "MIGPERF_READ_ONLY"
-FALLBACK_MODEL = "a100-40gb"
+from migperf.nvml.backend import (
+    FALLBACK_MODEL,
+    READ_ONLY_ENV,
+    SIMULATE_ENV,
+    env_read_only,
+    open_nvml,
+)
 
 __all__ = ["FALLBACK_MODEL", "READ_ONLY_ENV", "SIMULATE_ENV", "env_read_only", "open_nvml"]
-
-
-def env_read_only() -> bool:
-    """Whether ``MIGPERF_READ_ONLY`` asks for read-only mode."""
-    return os.environ.get(READ_ONLY_ENV, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def open_nvml(
-    simulate: str | None = None,
-    *,
-    allow_fallback: bool = False,
-    read_only: bool | None = None,
-) -> Nvml:
-    """Open NVML on this machine, real or simulated, initialised.
-
-    Args:
-        simulate: A ``--simulate`` spec (``a100-80gb:8``). None means
-            ``MIGPERF_SIMULATE`` if set, else the real driver.
-        allow_fallback: When no driver is found, use a simulated
-            ``a100-40gb`` instead of failing. Only read-only and benchmark
-            commands pass True; commands that change a GPU never fall back.
-        read_only: Refuse every change to a GPU. None means ``MIGPERF_READ_ONLY``.
-
-    Raises:
-        NvmlUnavailableError: no driver and no fallback allowed.
-        UsageError: the simulate spec is invalid.
-    """
-    from migperf.errors import NvmlUnavailableError
-    from migperf.nvml.facade import Nvml
-
-    ro = env_read_only() if read_only is None else read_only
-    spec = simulate or os.environ.get(SIMULATE_ENV) or None
-    if spec:
-        from migperf.nvml.sim import simulated_pynvml
-
-        return Nvml(simulated_pynvml(spec), simulated=True, read_only=ro).init()
-    import pynvml
-
-    real = Nvml(pynvml, simulated=False, read_only=ro)
-    try:
-        return real.init()
-    except NvmlUnavailableError as exc:
-        if not allow_fallback:
-            raise
-        from migperf.nvml.sim import simulated_pynvml
-
-        reason = f"{exc.message}; using a simulated {FALLBACK_MODEL} instead"
-        return Nvml(
-            simulated_pynvml(FALLBACK_MODEL), simulated=True, read_only=ro, fallback_reason=reason
-        ).init()

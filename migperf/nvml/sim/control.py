@@ -15,6 +15,7 @@ from pathlib import Path
 from migperf.errors import GpuInUseError, GpuNotFoundError
 from migperf.nvml.catalog import get_model
 from migperf.nvml.sim.state import MachineSpec, MachineState, parse_machine_spec
+from migperf.nvml.sim.workload import credit_energy, extra_power_w
 from migperf.procs import pid_alive
 
 
@@ -58,7 +59,7 @@ def attach_process(
             share = int(entry["slices"]) / slices  # type: ignore[call-overload]
         else:
             share = 1.0
-        entry["extra_power_w"] = (model.power_limit_w - model.idle_power_w) * 0.85 * share
+        entry["extra_power_w"] = extra_power_w(model, share)
         gpu["processes"].append(entry)
     return pid
 
@@ -72,9 +73,7 @@ def detach_process(
         keep = []
         for p in gpu["processes"]:
             if p["pid"] == pid:
-                gpu["extra_energy_mj"] += (
-                    p.get("extra_power_w", 0.0) * (time.time() - p["started_unix"]) * 1000
-                )
+                credit_energy(gpu, p)
             else:
                 keep.append(p)
         gpu["processes"] = keep

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import math
 import os
 import re
 import signal
@@ -38,6 +37,7 @@ from migperf.nvml.catalog import (
     ProfileFact,
 )
 from migperf.nvml.naming import compute_instance_profile_name
+from migperf.nvml.sim import placement, workload
 from migperf.nvml.sim.faults import ENV_VAR as FAULTS_ENV_VAR
 from migperf.nvml.sim.faults import FaultPlan
 from migperf.nvml.sim.state import MachineState, mig_uuid
@@ -313,46 +313,14 @@ class SimNvmlLib:
         start: int,
         extra: list[tuple[ProfileFact, int]] | None = None,
     ) -> int:
-        """SUCCESS or the error creating ``p`` at ``start`` would get.
+        """SUCCESS or the error creating ``p`` at ``start`` would get (:func:`placement.can_place`).
 
-        The driver's rules as modelled: allowed start, no memory-slice overlap,
-        compute slices, per-profile instance limit, and the engine budget of
-        the full profile (which is what limits ``+me`` to one instance and
-        makes ``+me.all`` exclusive) [D from mig-facts.md 3 and 4.4].
+        ``extra`` are instances to count as placed too (a capacity probe).
         """
-        model = self._model(gpu)
-        if start not in p.starts:
-            return E_INVALID
-        existing = [
+        placed = [
             (self._profile_by_id(gpu, gi["profile_id"]), gi["start"]) for gi in gpu["gpu_instances"]
         ]
-        existing += extra or []
-        used: set[int] = set()
-        for q, s in existing:
-            used.update(range(s, s + q.memory_slices))
-        if used & set(range(start, start + p.memory_slices)):
-            return E_INSUFFICIENT_RESOURCES
-        if sum(q.compute_slices for q, _ in existing) + p.compute_slices > model.compute_slices:
-            return E_INSUFFICIENT_RESOURCES
-        if sum(1 for q, _ in existing if q.profile_id == p.profile_id) + 1 > p.instances:
-            return E_INSUFFICIENT_RESOURCES
-        full = model.full_profile
-        for attr in ("decoders", "encoders", "jpegs", "ofas"):
-            if sum(getattr(q, attr) for q, _ in existing) + getattr(p, attr) > getattr(full, attr):
-                return E_INSUFFICIENT_RESOURCES
-        return SUCCESS
-
-    @staticmethod
-    def _new_gi_id(gpu: dict[str, Any], model: GpuModel, size: int) -> int:
-        """GI ids come from pools by size class (mig-facts.md 5) [D/U]."""
-        taken = {gi["gi_id"] for gi in gpu["gpu_instances"]}
-        frac = size / model.placement_units
-        pools = {1.0: range(0, 1), 0.5: range(1, 3), 0.25: range(3, 7), 0.125: range(7, 15)}
-        pool = pools.get(frac, range(1, 64))
-        for gid in pool:
-            if gid not in taken:
-                return gid
-        return next(g for g in range(1, 1024) if g not in taken)
+        return placement.can_place(self._model(gpu), placed + (extra or []), p, start)
 
     def _next_serial(self, st: dict[str, Any]) -> int:
         st["serial"] += 1
@@ -364,7 +332,7 @@ class SimNvmlLib:
         model = self._model(gpu)
         uid = self._next_serial(st)
         gi = {
-            "gi_id": self._new_gi_id(gpu, model, p.memory_slices),
+            "gi_id": placement.new_gi_id(gpu, model, p.memory_slices),
             "uid": uid,
             "profile_id": p.profile_id,
             "start": start,
@@ -565,7 +533,7 @@ class SimNvmlLib:
             # Instances must be destroyed before MIG can be turned off [U].
             raise _Fail(E_IN_USE)
         gpu["mig_pending"] = m
-        self._prune_processes(gpu)
+        workload.prune_processes(gpu)
         if m == gpu["mig_current"]:
             _out(status).value = SUCCESS
         elif gpu["processes"] or gpu.get("hold_mode_change"):
@@ -712,7 +680,7 @@ class SimNvmlLib:
     def nvmlGpuInstanceDestroy(self, st: dict[str, Any], handle: Any) -> None:
         gpu, gi = self._gi_handle(st, handle)
         self._require_root(st)
-        self._prune_processes(gpu)
+        workload.prune_processes(gpu)
         if gi["compute_instances"] or any(p.get("gi_id") == gi["gi_id"] for p in gpu["processes"]):
             raise _Fail(E_IN_USE)
         gpu["gpu_instances"].remove(gi)
@@ -813,15 +781,8 @@ class SimNvmlLib:
     def _ci_free_starts(
         self, gpu: dict[str, Any], gi: dict[str, Any], c: int, starts: list[int]
     ) -> list[int]:
-        used: set[int] = set()
-        for ci in gi["compute_instances"]:
-            used.update(range(ci["start"], ci["start"] + ci["size"]))
         g = self._profile_by_id(gpu, gi["profile_id"]).compute_slices
-        free = [s for s in starts if not used & set(range(s, s + c))]
-        # Compute slices are also a budget: 1c + 2c on a 3g GI leaves none.
-        if sum(ci["size"] for ci in gi["compute_instances"]) + c > g:
-            return []
-        return free
+        return placement.ci_free_starts(gi, g, c, starts)
 
     @_nvml
     def nvmlGpuInstanceGetComputeInstanceRemainingCapacity(
@@ -914,7 +875,7 @@ class SimNvmlLib:
     def nvmlComputeInstanceDestroy(self, st: dict[str, Any], handle: Any) -> None:
         gpu, gi, ci = self._ci_handle(st, handle)
         self._require_root(st)
-        self._prune_processes(gpu)
+        workload.prune_processes(gpu)
         if any(
             p.get("gi_id") == gi["gi_id"] and p.get("ci_id") == ci["ci_id"]
             for p in gpu["processes"]
@@ -1043,39 +1004,22 @@ class SimNvmlLib:
     # ------------------------------------------------------------ processes
 
     def _prune_once(self, gpu: dict[str, Any]) -> None:
-        """:meth:`_prune_processes`, once per GPU per machine transaction.
+        """:func:`workload.prune_processes`, once per GPU per machine transaction.
 
         A telemetry reading (one batch) reads a GPU's load several times; one
         liveness check of its processes (a syscall each) serves them all.
         """
         generation = self.machine.generation
         if self._pruned.get(gpu["index"]) != generation:
-            self._prune_processes(gpu)
+            workload.prune_processes(gpu)
             self._pruned[gpu["index"]] = generation
-
-    @staticmethod
-    def _prune_processes(gpu: dict[str, Any]) -> None:
-        """Forget processes that have exited, as the driver does."""
-        alive = []
-        for p in gpu["processes"]:
-            try:
-                os.kill(p["pid"], 0)
-            except ProcessLookupError:
-                gpu["extra_energy_mj"] += (
-                    p.get("extra_power_w", 0.0) * (time.time() - p["started_unix"]) * 1000
-                )
-                continue
-            except PermissionError:
-                pass
-            alive.append(p)
-        gpu["processes"] = alive
 
     @_nvml
     def nvmlDeviceGetComputeRunningProcesses_v3(
         self, st: dict[str, Any], handle: Any, count: Any, arr: Any
     ) -> None:
         gpu, gi, ci = self._device(st, handle)
-        self._prune_processes(gpu)
+        workload.prune_processes(gpu)
         procs = gpu["processes"]
         if gi is not None and ci is not None:
             procs = [
@@ -1108,16 +1052,7 @@ class SimNvmlLib:
     def _load_fraction(self, gpu: dict[str, Any]) -> float:
         """Share of the GPU's compute slices that simulated processes keep busy."""
         self._prune_once(gpu)
-        if not gpu["processes"]:
-            return 0.0
-        model = self._model(gpu)
-        if not self._mig_on(gpu) or not model.mig_capable:
-            return 1.0
-        busy = set()
-        for p in gpu["processes"]:
-            # A process on the bare GPU counts as all of it, as its energy does (control.py).
-            busy.add((p.get("gi_id"), p.get("ci_id"), p.get("slices", model.compute_slices)))
-        return min(1.0, sum(s for _, _, s in busy) / model.compute_slices)
+        return workload.load_fraction(gpu)
 
     def _board_only(self, st: dict[str, Any], handle: Any) -> dict[str, Any]:
         gpu, gi, _ = self._device(st, handle)
@@ -1129,12 +1064,7 @@ class SimNvmlLib:
 
     def _power_w(self, gpu: dict[str, Any]) -> float:
         model = self._model(gpu)
-        load = self._load_fraction(gpu)
-        # A small deterministic ripple so traces are not flat lines.
-        ripple = 1.0 + 0.01 * math.sin(time.time() * 2.0)
-        return (
-            model.idle_power_w + (model.power_limit_w - model.idle_power_w) * 0.85 * load
-        ) * ripple
+        return workload.power_w(model, self._load_fraction(gpu))
 
     @_nvml
     def nvmlDeviceGetPowerUsage(self, st: dict[str, Any], handle: Any, ref: Any) -> None:
@@ -1148,11 +1078,8 @@ class SimNvmlLib:
         gpu = self._board_only(st, handle)
         model = self._model(gpu)
         now = time.time()
-        self._load_fraction(gpu)  # prunes exited processes into extra_energy_mj
-        mj = model.idle_power_w * (now - st["driver_loaded_unix"]) * 1000 + gpu["extra_energy_mj"]
-        for p in gpu["processes"]:
-            mj += p.get("extra_power_w", 0.0) * (now - p["started_unix"]) * 1000
-        _out(ref).value = int(mj)
+        self._prune_once(gpu)  # exited processes' energy goes into extra_energy_mj
+        _out(ref).value = int(workload.energy_mj(model, gpu, st["driver_loaded_unix"], now))
 
     @_nvml
     def nvmlDeviceGetEnforcedPowerLimit(self, st: dict[str, Any], handle: Any, ref: Any) -> None:
@@ -1171,18 +1098,15 @@ class SimNvmlLib:
         gpu = self._board_only(st, handle)
         if _val(sensor) != pynvml.NVML_TEMPERATURE_GPU:
             raise _Fail(E_INVALID)
-        _out(ref).value = int(31 + 40 * self._load_fraction(gpu))
+        _out(ref).value = workload.temperature_c(self._load_fraction(gpu))
 
     def _clock(self, gpu: dict[str, Any], clock_type: int, maximum: bool) -> int:
         model = self._model(gpu)
         busy = maximum or self._load_fraction(gpu) > 0
-        if clock_type in (pynvml.NVML_CLOCK_GRAPHICS, pynvml.NVML_CLOCK_SM):
-            return model.max_sm_clock_mhz if busy else 210
-        if clock_type == pynvml.NVML_CLOCK_MEM:
-            return model.max_mem_clock_mhz
-        if clock_type == pynvml.NVML_CLOCK_VIDEO:
-            return 1275 if busy else 555
-        raise _Fail(E_INVALID)
+        mhz = workload.clock_mhz(model, clock_type, busy)
+        if mhz is None:
+            raise _Fail(E_INVALID)
+        return mhz
 
     @_nvml
     def nvmlDeviceGetClockInfo(
@@ -1205,10 +1129,8 @@ class SimNvmlLib:
             # "On MIG-enabled GPUs, querying device utilization rates is not
             # currently supported" (nvml.h) [V].
             raise _Fail(E_NOT_SUPPORTED)
-        load = self._load_fraction(gpu)
         u = _out(ref)
-        u.gpu = int(100 * load)
-        u.memory = int(60 * load)
+        u.gpu, u.memory = workload.utilization_pct(self._load_fraction(gpu))
 
     @_nvml
     def nvmlDeviceGetCurrentClocksEventReasons(
@@ -1224,16 +1146,6 @@ class SimNvmlLib:
 
     # ------------------------------------------------------------------ GPM
 
-    # Percent of a fully busy entity each GPM metric reads, so tests can tell
-    # the metrics apart; unknown metric ids answer NOT_SUPPORTED [D].
-    _GPM_BUSY = {
-        pynvml.NVML_GPM_METRIC_GRAPHICS_UTIL: 100.0,
-        pynvml.NVML_GPM_METRIC_SM_UTIL: 95.0,
-        pynvml.NVML_GPM_METRIC_SM_OCCUPANCY: 40.0,
-        pynvml.NVML_GPM_METRIC_ANY_TENSOR_UTIL: 30.0,
-        pynvml.NVML_GPM_METRIC_DRAM_BW_UTIL: 55.0,
-    }
-
     def _require_gpm(self, gpu: dict[str, Any]) -> None:
         # NVML GPM exists on Hopper and newer only (telemetry-and-sharing.md 1.1).
         if self._model(gpu).architecture < catalog.ARCH_HOPPER:
@@ -1243,12 +1155,7 @@ class SimNvmlLib:
         """Share of a GPU instance's compute slices that simulated processes keep busy."""
         self._prune_once(gpu)
         p = self._profile_by_id(gpu, gi["profile_id"])
-        busy = {
-            (proc.get("ci_id"), proc.get("slices", 1))
-            for proc in gpu["processes"]
-            if proc.get("gi_id") == gi["gi_id"]
-        }
-        return min(1.0, sum(s for _, s in busy) / max(p.compute_slices, 1))
+        return workload.gi_load(gpu, gi, p.compute_slices)
 
     def _gpm_record(self, sample: Any, entity: tuple[int, int | None], load: float) -> None:
         addr = ctypes.cast(sample, ctypes.c_void_p).value or 0
@@ -1307,7 +1214,7 @@ class SimNvmlLib:
         load = (first[2] + second[2]) / 2
         for k in range(min(int(request.numMetrics), len(request.metrics))):
             metric = request.metrics[k]
-            busy = self._GPM_BUSY.get(int(metric.metricId))
+            busy = workload.GPM_BUSY_PCT.get(int(metric.metricId))
             if busy is None:
                 metric.nvmlReturn = E_NOT_SUPPORTED
                 continue
