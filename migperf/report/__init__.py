@@ -7,7 +7,11 @@
   config hashes and tests each change for significance (:mod:`migperf.report.compare`).
 
 Importing this package is cheap: matplotlib and scipy load only when a report is
-drawn or a comparison is tested.
+drawn or a comparison is tested. Usage::
+
+    from migperf.report import build_report
+    report = build_report("results/migperf.db", "results/report")
+    print(report.html_path, report.plot_count, [f.key for f in report.families if f.missing])
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from migperf.errors import UsageError
 from migperf.results.frames import RUN_COLUMNS
+from migperf.results.store import decode_params
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -115,16 +116,6 @@ def profile_sort_key(label: str, slices: int | None = None) -> tuple[int, int, s
 
 def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
-
-
-def _json(text: Any) -> dict[str, Any]:
-    if not isinstance(text, str) or not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def parse_filters(items: Sequence[str]) -> dict[str, list[str]]:
@@ -241,8 +232,8 @@ def enrich(frame: pd.DataFrame, environments: Mapping[int, str]) -> pd.DataFrame
         environments: run_id -> the run's environment JSON.
     """
     frame = frame.copy()
-    params = [_json(p) for p in frame["params"]]
-    envs = [_json(environments.get(int(r))) for r in frame["run_id"]]
+    params = [decode_params(p) for p in frame["params"]]
+    envs = [decode_params(environments.get(int(r))) for r in frame["run_id"]]
 
     def col(key: str, default: Any = None) -> list[Any]:
         return [p.get(key, default) if p.get(key) is not None else default for p in params]

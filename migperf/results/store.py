@@ -22,9 +22,9 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from migperf.errors import MigperfError
 
@@ -130,6 +130,46 @@ class RunRecord:
     metrics: Mapping[str, tuple[float | None, str]] | None = None
     samples: Mapping[str, list[float]] | None = None
     telemetry: Mapping[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as plain JSON data (for a cluster node streaming it to the driver)."""
+        data: dict[str, Any] = json.loads(json.dumps(asdict(self), default=str))
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunRecord:
+        """A record from :meth:`to_dict` (metric ``(value, unit)`` tuples come back as lists).
+
+        Unknown keys are ignored, so a newer node's record still loads.
+        """
+        names = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in names}
+        if values.get("metrics") is not None:
+            values["metrics"] = {k: (v[0], v[1]) for k, v in values["metrics"].items()}
+        return cls(**values)
+
+
+def decode_params(text: Any) -> dict[str, Any]:
+    """A stored ``params`` (or ``environment``) column as a dict; ``{}`` when empty or not JSON."""
+    if isinstance(text, Mapping):
+        return dict(text)
+    if not isinstance(text, (str, bytes)) or not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+class RecordSink(Protocol):
+    """Where a runner puts its records: a :class:`ResultsStore`, or a cluster node's stream."""
+
+    def record(self, rec: RunRecord) -> int | None:
+        """Store one record; its row id, or None when its run key was already stored."""
+
+    def stored_keys(self, config_hash: str) -> set[str]:
+        """The run keys already stored for a config hash."""
 
 
 class ResultsStore:

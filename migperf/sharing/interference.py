@@ -30,6 +30,8 @@ import math
 import re
 from typing import TYPE_CHECKING, Any
 
+from migperf.results.store import decode_params
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -62,16 +64,6 @@ COLUMNS = (
 )
 
 _SLICES = re.compile(r"^(?:(\d+)c\.)?(\d+)g\.")
-
-
-def _params(text: Any) -> dict[str, Any]:
-    if isinstance(text, dict):
-        return text
-    try:
-        value = json.loads(text) if text else {}
-    except (TypeError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def _slices(profile: Any) -> int | None:
@@ -112,7 +104,7 @@ def interference_table(frame: pd.DataFrame) -> pd.DataFrame:
     if frame.empty or "samples_per_s" not in frame.columns:
         return pd.DataFrame(columns=list(COLUMNS))
     df = frame[frame["status"] == "ok"].copy()
-    params = df["params"].map(_params)
+    params = df["params"].map(decode_params)
     df["_group"] = params.map(lambda p: p.get("group_id"))
     df["_sharing"] = params.map(lambda p: p.get("sharing") or "exclusive")
     df["_role"] = params.map(lambda p: p.get("role") or "job")

@@ -55,7 +55,8 @@ def runner_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     "9,9" (six workers), and layout "19" failing to apply (two layout_failed runs).
     """
     from migperf.experiments.config import load_config
-    from migperf.experiments.runner import ExperimentRunner, plan_experiment
+    from migperf.experiments.planning import plan_experiment
+    from migperf.experiments.runner import ExperimentRunner
     from migperf.nvml import open_nvml
     from migperf.nvml.sim import clear_cache
 
