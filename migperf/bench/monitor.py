@@ -176,9 +176,9 @@ class RunMonitor:
         shared by those jobs.
         """
         group = WorkerGroup([(s, e) for s, e, _ in jobs], timeout_s=timeout_s)
-        group.start()
         started = []
         try:
+            group.start()
             for w, (_, _, t) in zip(group.workers, jobs, strict=True):
                 if w.pid is not None:
                     self.worker_started(w.pid, t)

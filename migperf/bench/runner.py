@@ -413,17 +413,23 @@ def run_worker(
 
     Returns:
         The result; ``timeout`` and ``crashed`` are results, not exceptions.
+        An interrupt kills the worker before it propagates, so the worker
+        never outlives the call holding its device.
     """
     worker = WorkerProcess(spec, env, timeout_s=timeout_s, on_stderr=on_stderr)
-    worker.start()
-    if on_started is not None and worker.pid is not None:
-        on_started(worker.pid)
-    if spec.barrier:
-        if worker.wait_ready():
-            worker.release()
-        else:
-            worker.abort()
-    return worker.wait()
+    try:
+        worker.start()
+        if on_started is not None and worker.pid is not None:
+            on_started(worker.pid)
+        if spec.barrier:
+            if worker.wait_ready():
+                worker.release()
+            else:
+                worker.abort()
+        return worker.wait()
+    except BaseException:
+        worker.kill()
+        raise
 
 
 @dataclass(frozen=True)
@@ -554,7 +560,12 @@ def run_group(
         UsageError: When ``jobs`` is empty.
     """
     group = WorkerGroup(jobs, timeout_s=timeout_s)
-    group.start()
+    try:
+        group.start()
+    except BaseException:
+        for w in group.workers:
+            w.kill()
+        raise
     results, released = group.release_when_ready(ready_timeout_s)
     return GroupResult(
         results=results,

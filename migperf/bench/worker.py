@@ -27,13 +27,19 @@ import json
 import os
 import sys
 import time
-import traceback
 from collections.abc import Callable
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
-from migperf.bench.result import ErrorInfo, Status, ThroughputResult, TimingInfo, WorkerResult
+from migperf.bench.result import ErrorInfo, ThroughputResult, TimingInfo, WorkerResult
 from migperf.bench.spec import BenchSpec, parse_spec
-from migperf.errors import GpuNotFoundError, MigperfError, UsageError
+from migperf.bench.worker_kit import (
+    Barrier,
+    device_kind,
+    failure_result,
+    memory_readings,
+    select_device,
+)
+from migperf.errors import UsageError
 
 if TYPE_CHECKING:
     import torch
@@ -41,15 +47,7 @@ if TYPE_CHECKING:
     from migperf.bench.harness import Measurement
     from migperf.bench.workloads.base import PreparedWorkload
 
-__all__ = [
-    "READY_FD_ENV",
-    "BarrierAbortedError",
-    "failure_result",
-    "is_out_of_memory",
-    "main",
-    "run_spec",
-    "select_device",
-]
+__all__ = ["PARENT_PID_ENV", "READY_FD_ENV", "main", "run_spec"]
 
 #: Environment variable naming the file descriptor for the ready event.
 READY_FD_ENV = "MIGPERF_READY_FD"
@@ -79,85 +77,6 @@ def _die_with_parent() -> None:
         return
     if os.getppid() != int(parent):  # the parent died before prctl took effect
         os._exit(1)
-
-
-_MIB = 1024 * 1024
-_OOM_MARKERS = (
-    "out of memory",
-    "can't allocate memory",
-    "cannot allocate memory",
-    "cublas_status_alloc_failed",
-)
-
-
-class BarrierAbortedError(MigperfError):
-    """The parent closed stdin (or sent something else) instead of ``go``."""
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """Whether an exception is an out-of-memory failure (CUDA or the CPU allocator)."""
-    import torch
-
-    if isinstance(exc, torch.OutOfMemoryError):
-        return True
-    if isinstance(exc, (RuntimeError, MemoryError)):
-        text = str(exc).lower()
-        return isinstance(exc, MemoryError) or any(m in text for m in _OOM_MARKERS)
-    return False
-
-
-def select_device(spec: BenchSpec) -> torch.device:
-    """The device the spec runs on, given this process's environment.
-
-    Raises:
-        GpuNotFoundError: When the spec expects CUDA and torch sees no CUDA device.
-    """
-    import torch
-
-    if spec.simulated or spec.expect_device == "cpu":
-        return torch.device("cpu")
-    if torch.cuda.is_available():
-        return torch.device("cuda", 0)
-    if spec.expect_device == "cuda":
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        build = (
-            f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "built without CUDA"
-        )
-        raise GpuNotFoundError(
-            f"device {spec.device_label or 'cuda'} was requested but torch in the worker sees no CUDA "
-            f"device (CUDA_VISIBLE_DEVICES={visible!r}; torch {torch.__version__} {build})",
-            hint="check the index or MIG UUID with `nvidia-smi -L`, or measure on the CPU with --device cpu",
-        )
-    return torch.device("cpu")
-
-
-class _Barrier:
-    """The worker side of the co-location barrier."""
-
-    def __init__(self, stdin: IO[str] | None, ready_fd: int | None) -> None:
-        self.stdin = stdin
-        self.ready_fd = ready_fd
-        self.ready_unix_s: float | None = None
-        self.go_unix_s: float | None = None
-
-    def wait(self) -> None:
-        self.ready_unix_s = time.time()
-        line = (
-            json.dumps({"event": "ready", "pid": os.getpid(), "unix_s": self.ready_unix_s}) + "\n"
-        )
-        if self.ready_fd is not None:
-            os.write(self.ready_fd, line.encode())
-        else:
-            sys.stderr.write(line)
-            sys.stderr.flush()
-        got = self.stdin.readline() if self.stdin is not None else ""
-        if got.strip() != "go":
-            raise BarrierAbortedError(
-                "the barrier was abandoned: expected 'go' on stdin, "
-                + ("got end of input" if not got else f"got {got.strip()!r}"),
-                hint="another co-located worker probably failed before it was ready",
-            )
-        self.go_unix_s = time.time()
 
 
 def _ready_fd_from_env() -> int | None:
@@ -193,14 +112,14 @@ def run_spec(
         The result document.
     """
     if spec.scenario is not None:
-        from migperf.bench.scenarios import run_scenario
+        from migperf.bench.scenarios.entry import run_scenario
 
         return run_scenario(spec, stdin=stdin, ready_fd=ready_fd, log=log)
     say = log or (lambda _msg: None)
     phase = "device"
     device = None
     warnings: list[str] = []
-    barrier = _Barrier(stdin, ready_fd) if spec.barrier else None
+    barrier = Barrier(stdin, ready_fd) if spec.barrier else None
     build_s = None
     try:
         import torch
@@ -261,90 +180,12 @@ def run_spec(
     return _assemble(spec, device, prepared, m, barrier, build_s, warnings)
 
 
-def failure_result(
-    spec: BenchSpec,
-    exc: Exception,
-    *,
-    phase: str,
-    device: torch.device | None,
-    warnings: list[str],
-) -> WorkerResult:
-    """The result of a run that raised ``exc`` during ``phase`` (call it inside the ``except``).
-
-    A :class:`~migperf.errors.MigperfError` is ``invalid`` (``aborted`` for an
-    abandoned barrier), out of memory is ``oom`` with the batch size, anything
-    else is ``crashed`` with the traceback.
-    """
-    if isinstance(exc, MigperfError):
-        status: Status = "aborted" if isinstance(exc, BarrierAbortedError) else "invalid"
-        return WorkerResult.for_spec(
-            spec,
-            status,
-            device_kind=_kind(device),
-            warnings=warnings,
-            error=ErrorInfo(
-                kind=type(exc).__name__, message=exc.message, hint=exc.hint, phase=phase
-            ),
-            **_memory(device),
-        )
-    if is_out_of_memory(exc):
-        return WorkerResult.for_spec(
-            spec,
-            "oom",
-            device_kind=_kind(device),
-            warnings=warnings,
-            error=ErrorInfo(
-                kind=type(exc).__name__,
-                message=f"out of memory at batch size {spec.batch_size} during {phase}: "
-                + str(exc).strip().splitlines()[0],
-                hint="use a smaller batch size or sequence length, or a larger slice",
-                phase=phase,
-            ),
-            **_memory(device),
-        )
-    return WorkerResult.for_spec(
-        spec,
-        "crashed",
-        device_kind=_kind(device),
-        warnings=warnings,
-        error=ErrorInfo(
-            kind=type(exc).__name__,
-            message=f"{type(exc).__name__} during {phase}: {exc}",
-            hint="see the traceback; rerun the spec with `python -m migperf.bench.worker` to debug",
-            phase=phase,
-            traceback=traceback.format_exc(),
-        ),
-        **_memory(device),
-    )
-
-
-def _kind(device: Any) -> Any:
-    return None if device is None else ("cuda" if device.type == "cuda" else "cpu")
-
-
-def _memory(device: Any) -> dict[str, float | None]:
-    out: dict[str, float | None] = {"peak_memory_mib": None, "peak_reserved_mib": None}
-    try:
-        import resource
-
-        # Linux reports ru_maxrss in KiB.
-        out["host_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    except (ImportError, OSError):
-        out["host_peak_rss_mib"] = None
-    if device is not None and device.type == "cuda":
-        import torch
-
-        out["peak_memory_mib"] = torch.cuda.max_memory_allocated(device) / _MIB
-        out["peak_reserved_mib"] = torch.cuda.max_memory_reserved(device) / _MIB
-    return out
-
-
 def _assemble(
     spec: BenchSpec,
     device: torch.device,
     prepared: PreparedWorkload,
     m: Measurement,
-    barrier: _Barrier | None,
+    barrier: Barrier | None,
     build_s: float | None,
     warnings: list[str],
 ) -> WorkerResult:
@@ -397,7 +238,7 @@ def _assemble(
     return WorkerResult.for_spec(
         spec,
         "ok",
-        device_kind=_kind(device),
+        device_kind=device_kind(device),
         environment=collect_environment(device),
         timing=timing,
         latency_ms=latency,
@@ -410,7 +251,7 @@ def _assemble(
         latency_samples_ms=list(m.latency_ms),
         phase_samples_ms={k: list(v) for k, v in m.phase_ms.items()} if len(m.phases) > 1 else {},
         warnings=warnings,
-        **_memory(device),
+        **memory_readings(device),
     )
 
 

@@ -7,13 +7,13 @@ options and two calls. Nothing here imports NVML, torch or rich at import time.
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from migperf.cli._common import CliState, stderr, stdout
+from migperf.cli.bench_common import fmt_number
 from migperf.errors import MigperfError
 
 if TYPE_CHECKING:
@@ -77,48 +77,42 @@ def telemetry_monitor(
             err.print("NOTE: --telemetry: the runs use the CPU; there is no GPU to sample.")
         yield None
         return
-    from migperf.bench.monitor import RunMonitor
+    from migperf.bench.launch import optional_monitor
     from migperf.nvml import open_nvml
     from migperf.telemetry.target import resolve_target
+
+    def unavailable(message: str) -> None:
+        err.print(f"NOTE: no telemetry: {message}", soft_wrap=True)
 
     try:
         nvml = open_nvml(st.simulate if selection.simulated else None, read_only=True)
     except MigperfError as exc:
         if explicit or selection.kind == "cuda":
-            err.print(f"NOTE: no telemetry: {exc.message}", soft_wrap=True)
+            unavailable(exc.message)
         yield None
         return
     with nvml:
         try:
             env = None if selection.simulated else selection.env()
             target = resolve_target(nvml, selection.requested, env)
-            if target is None:
-                if explicit:
-                    err.print("NOTE: --telemetry: the runs use the CPU; there is no GPU to sample.")
-                monitor = None
-            else:
-                monitor = RunMonitor(
-                    nvml, [target], interval_s=interval_ms / 1000.0, dcgm_url=dcgm_url
-                )
-                monitor.start()
         except MigperfError as exc:
-            err.print(f"NOTE: no telemetry: {exc.message}", soft_wrap=True)
-            monitor = None
-        if monitor is None:
+            unavailable(exc.message)
+            target = None
+        else:
+            if target is None and explicit:
+                err.print("NOTE: --telemetry: the runs use the CPU; there is no GPU to sample.")
+        if target is None:
             yield None
             return
-        try:
-            for w in monitor.warnings:
-                err.print(f"NOTE: {w}", soft_wrap=True)
+        with optional_monitor(
+            nvml,
+            [target],
+            interval_s=interval_ms / 1000.0,
+            dcgm_url=dcgm_url,
+            on_unavailable=unavailable,
+            on_warning=lambda w: err.print(f"NOTE: {w}", soft_wrap=True),
+        ) as monitor:
             yield monitor
-        finally:
-            monitor.stop()
-
-
-def _fmt(value: float | None, digits: int = 4) -> str:
-    if value is None or not math.isfinite(value):
-        return "-"
-    return f"{value:.{digits}g}" if abs(value) < 10**digits else f"{value:,.0f}"
 
 
 def print_telemetry(results: list[WorkerResult], repeats: int = 1) -> None:
@@ -158,22 +152,22 @@ def print_telemetry(results: list[WorkerResult], repeats: int = 1) -> None:
         if repeats > 1:
             row.append(str((r.spec.repeat_index + 1) if r.spec else "-"))
         row += [
-            _fmt(g.power_mean_w if g else None),
-            _fmt(g.power_max_w if g else None),
-            _fmt(g.energy_j if g else None),
-            _fmt(s.energy_per_sample_j, 3),
+            fmt_number(g.power_mean_w if g else None),
+            fmt_number(g.power_max_w if g else None),
+            fmt_number(g.energy_j if g else None),
+            fmt_number(s.energy_per_sample_j, 3),
         ]
         if tokens:
-            row.append(_fmt(s.energy_per_1k_tokens_j, 3))
+            row.append(fmt_number(s.energy_per_1k_tokens_j, 3))
         act = s.activity
         if act is not None and act.sm_util_pct is not None:
-            row.append(f"{_fmt(act.sm_util_pct, 3)} SM ({act.source})")
+            row.append(f"{fmt_number(act.sm_util_pct, 3)} SM ({act.source})")
         elif act is not None and act.graphics_util_pct is not None:
-            row.append(f"{_fmt(act.graphics_util_pct, 3)} ({act.source})")
+            row.append(f"{fmt_number(act.graphics_util_pct, 3)} ({act.source})")
         else:
             row.append("n/a")
-        row.append(_fmt(s.instance.memory_used_max_mib if s.instance else None, 5))
-        row.append(_fmt(g.temperature_max_c if g else None, 3))
+        row.append(fmt_number(s.instance.memory_used_max_mib if s.instance else None, 5))
+        row.append(fmt_number(g.temperature_max_c if g else None, 3))
         row.append(str(g.samples if g else 0))
         table.add_row(*row)
         for n in s.notes:

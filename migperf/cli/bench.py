@@ -7,8 +7,6 @@ imported here; they load in the worker processes only.
 
 from __future__ import annotations
 
-import json
-import math
 from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -18,12 +16,20 @@ from migperf.bench.workloads import workload_names
 from migperf.cli import bench_scenarios as sc
 from migperf.cli._common import print_json, state, stderr, stdout
 from migperf.cli._telemetry import DcgmUrlOpt, TelemetryIntervalOpt, TelemetryOpt
-from migperf.errors import MigperfError, UsageError
+from migperf.cli.bench_common import (
+    TIMEOUT_MARGIN_S,
+    Fault,
+    RunsFailedError,
+    fmt_number,
+    parse_model_args,
+    raise_if_failed,
+    run_with_progress,
+)
+from migperf.errors import UsageError
 
 if TYPE_CHECKING:
     from migperf.bench.result import WorkerResult
     from migperf.bench.spec import BenchSpec
-    from migperf.bench.sweep import RunFn
 
 __all__ = ["RunsFailedError", "app", "parse_model_args"]
 
@@ -36,13 +42,6 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-#: Seconds a worker gets beyond --max-duration for start-up, model build and warmup.
-TIMEOUT_MARGIN_S = 300.0
-
-
-class RunsFailedError(MigperfError):
-    """Some runs of a sweep crashed, timed out or were aborted (their results are still printed)."""
-
 
 class PrecisionChoice(str, Enum):
     """Numeric precision of the workload."""
@@ -50,14 +49,6 @@ class PrecisionChoice(str, Enum):
     fp32 = "fp32"
     fp16 = "fp16"
     bf16 = "bf16"
-
-
-class Fault(str, Enum):
-    """Fault injection, for testing migperf itself."""
-
-    crash = "crash"
-    hang = "hang"
-    oom = "oom"
 
 
 ModelOpt = Annotated[
@@ -148,29 +139,6 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON list of resu
 InjectOpt = Annotated[
     Fault | None, typer.Option("--inject", hidden=True, help="Inject a fault (testing).")
 ]
-
-
-def parse_model_args(items: list[str] | None) -> dict[str, Any]:
-    """Parse ``KEY=VALUE`` items; values are JSON when they parse, else strings.
-
-    Raises:
-        UsageError: For an item without ``=`` or with an empty key.
-    """
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise UsageError(
-                f"--model-arg {item!r} is not KEY=VALUE",
-                hint="e.g. --model-arg num_hidden_layers=2",
-            )
-        raw = raw.strip()
-        try:
-            out[key] = json.loads(raw)
-        except ValueError:
-            out[key] = raw
-    return out
 
 
 @app.command("train")
@@ -334,74 +302,17 @@ def _bench(
         interval_ms=telemetry_interval_ms,
         dcgm_url=dcgm_url,
     ) as monitor:
-        run = monitor.run_worker if monitor is not None else None
-        results = _run_with_progress(spec, sizes, repeats, selection.env(), timeout_s, run)
+        results = run_with_progress(spec, sizes, repeats, selection.env(), timeout_s, monitor)
 
     if as_json:
         print_json([r.to_dict() for r in results])
     else:
         _print_tables(results, spec, selection.label, repeats)
         print_telemetry(results, repeats)
-    failed = [r for r in results if r.status in ("crashed", "timeout", "aborted")]
-    if failed:
-        first = failed[0]
-        raise RunsFailedError(
-            f"{len(failed)} of {len(results)} runs failed; first: batch size {first.batch_size}, "
-            f"{first.status}: {first.error.message if first.error else 'no detail'}",
-            hint="each failed run's last stderr lines are in its result (--json: process.stderr_tail)",
-        )
-
-
-def _run_with_progress(
-    spec: BenchSpec,
-    sizes: list[int],
-    repeats: int,
-    env: dict[str, str],
-    timeout_s: float,
-    run: RunFn | None = None,
-) -> list[WorkerResult]:
-    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    from migperf.bench.sweep import run_sweep
-
-    total = len(sizes) * repeats
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} runs"),
-        TimeElapsedColumn(),
-        console=stderr(),
-        transient=True,
-    ) as progress:
-        task_id = progress.add_task(f"{spec.workload} {spec.task}", total=total)
-
-        def on_start(s: BenchSpec) -> None:
-            run = f" run {s.repeat_index + 1}/{repeats}" if repeats > 1 else ""
-            progress.update(task_id, description=f"{s.workload} {s.task} batch {s.batch_size}{run}")
-
-        def on_result(r: WorkerResult) -> None:
-            progress.advance(task_id, repeats if r.status == "skipped" else 1)
-
-        return run_sweep(
-            spec,
-            sizes,
-            repeats=repeats,
-            env=env,
-            timeout_s=timeout_s,
-            run=run,
-            on_start=on_start,
-            on_result=on_result,
-        )
+    raise_if_failed(results)
 
 
 # --- human output -------------------------------------------------------------
-
-
-def _fmt(value: float | None, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "-"
-    return f"{value:.{digits}g}" if abs(value) < 10**digits else f"{value:,.0f}"
 
 
 def _pct(result: WorkerResult, key: str) -> str:
@@ -410,7 +321,7 @@ def _pct(result: WorkerResult, key: str) -> str:
     est = result.latency_ms.percentiles.get(key)
     if est is None or est.value is None:
         return "n/a"
-    return _fmt(est.value)
+    return fmt_number(est.value)
 
 
 def _print_tables(
@@ -460,23 +371,23 @@ def _print_tables(
             row.append(str((r.spec.repeat_index + 1) if r.spec else "-"))
         row.append(r.status)
         tp = r.throughput
-        row.append(_fmt(tp.samples_per_s) if tp else "-")
+        row.append(fmt_number(tp.samples_per_s) if tp else "-")
         if extra:
-            row.append(_fmt(getattr(tp, extra[1]) if tp else None))
+            row.append(fmt_number(getattr(tp, extra[1]) if tp else None))
         lat = r.latency_ms
         if lat is not None:
             ci = ""
             if lat.mean_ci_low is not None and lat.mean_ci_high is not None:
-                ci = f" ±{_fmt((lat.mean_ci_high - lat.mean_ci_low) / 2, 2)}"
-            row.append(_fmt(lat.mean) + ci)
+                ci = f" ±{fmt_number((lat.mean_ci_high - lat.mean_ci_low) / 2, 2)}"
+            row.append(fmt_number(lat.mean) + ci)
         else:
             row.append("-")
         row.extend(_pct(r, key) for key in ("p50", "p90", "p99"))
         if phases:
             parts = [r.phase_ms.get(p) for p in phases]
-            row.append("/".join(_fmt(s.mean, 3) if s else "-" for s in parts))
+            row.append("/".join(fmt_number(s.mean, 3) if s else "-" for s in parts))
         if any_cuda:
-            row.append(_fmt(r.peak_memory_mib, 5))
+            row.append(fmt_number(r.peak_memory_mib, 5))
         row.append(str(r.timing.iterations) if r.timing else "-")
         table.add_row(*row)
         who = f"batch {r.batch_size}"
@@ -502,7 +413,7 @@ def _print_tables(
                 spread.add_row(str(s.batch_size), f"0/{s.runs}", "-", "-", "-", "-", "-")
                 continue
             ci = (
-                f"{_fmt(sm.mean_ci_low)} – {_fmt(sm.mean_ci_high)}"
+                f"{fmt_number(sm.mean_ci_low)} – {fmt_number(sm.mean_ci_high)}"
                 if sm.mean_ci_low is not None and sm.mean_ci_high is not None
                 else "-"
             )
@@ -510,11 +421,11 @@ def _print_tables(
             spread.add_row(
                 str(s.batch_size),
                 f"{s.runs_ok}/{s.runs}",
-                _fmt(sm.mean),
-                _fmt(sm.std),
+                fmt_number(sm.mean),
+                fmt_number(sm.std),
                 cv,
                 ci,
-                _fmt(sm.median),
+                fmt_number(sm.median),
             )
             if s.high_cv:
                 notes.append(

@@ -11,7 +11,6 @@ neither torch nor LoadGen; the workers do.
 
 from __future__ import annotations
 
-import math
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -20,6 +19,14 @@ import typer
 
 from migperf.bench.scenario_spec import DEFAULT_LATENCY_TARGET_MS
 from migperf.cli._common import print_json, state, stderr, stdout
+from migperf.cli.bench_common import (
+    TIMEOUT_MARGIN_S,
+    Fault,
+    fmt_number,
+    parse_model_args,
+    raise_if_failed,
+    run_with_progress,
+)
 from migperf.errors import UsageError
 
 if TYPE_CHECKING:
@@ -240,13 +247,6 @@ def run_scenario_command(
     from migperf.bench.spec import parse_spec
     from migperf.bench.sweep import parse_batch_sizes
     from migperf.bench.workloads import workload_info
-    from migperf.cli.bench import (
-        TIMEOUT_MARGIN_S,
-        Fault,
-        RunsFailedError,
-        _run_with_progress,
-        parse_model_args,
-    )
 
     info = workload_info(plain["model"])
     if task not in info.tasks:
@@ -348,28 +348,16 @@ def run_scenario_command(
         interval_ms=plain.get("telemetry_interval_ms", 100.0),
         dcgm_url=plain.get("dcgm_url"),
     ) as monitor:
-        run = monitor.run_worker if monitor is not None else None
-        results = _run_with_progress(spec, sizes, plain["repeats"], selection.env(), timeout_s, run)
+        results = run_with_progress(
+            spec, sizes, plain["repeats"], selection.env(), timeout_s, monitor
+        )
 
     if plain["as_json"]:
         print_json([r.to_dict() for r in results])
     else:
         _print_scenario_tables(results, spec, selection.label, plain["repeats"])
         print_telemetry(results, plain["repeats"])
-    failed = [r for r in results if r.status in ("crashed", "timeout", "aborted")]
-    if failed:
-        first = failed[0]
-        raise RunsFailedError(
-            f"{len(failed)} of {len(results)} runs failed; first: batch size {first.batch_size}, "
-            f"{first.status}: {first.error.message if first.error else 'no detail'}",
-            hint="each failed run's last stderr lines are in its result (--json: process.stderr_tail)",
-        )
-
-
-def _fmt(value: float | None, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "-"
-    return f"{value:.{digits}g}" if abs(value) < 10**digits else f"{value:,.0f}"
+    raise_if_failed(results)
 
 
 def _print_scenario_tables(
@@ -418,14 +406,14 @@ def _print_scenario_tables(
         else:
             row.append("VALID" if s.valid else "INVALID" if s.valid is False else "-")
             if search:
-                row.append(_fmt(s.max_qps_under_slo))
+                row.append(fmt_number(s.max_qps_under_slo))
             if sc.name == "server":
-                row.append(_fmt(s.target_qps))
+                row.append(fmt_number(s.target_qps))
             lat = s.query_latency_ms or s.latency_ms
-            row.append(_fmt(s.completed_qps))
-            row.extend(_fmt(getattr(lat, key)) for key in ("p50", "p90", "p99"))
+            row.append(fmt_number(s.completed_qps))
+            row.extend(fmt_number(getattr(lat, key)) for key in ("p50", "p90", "p99"))
             row.append(f"{s.query_count:,}" if s.query_count is not None else "-")
-            row.append(_fmt(s.batching.mean_batch_size, 3) if s.batching else "-")
+            row.append(fmt_number(s.batching.mean_batch_size, 3) if s.batching else "-")
         table.add_row(*row)
         who = f"max batch {r.batch_size}"
         if repeats > 1 and r.spec is not None:
@@ -449,7 +437,7 @@ def _scenario_notes(who: str, s: Any) -> list[str]:
     if m is not None:
         if m.max_qps_under_slo is not None:
             above = (
-                f"; {_fmt(m.lowest_invalid_qps)} QPS was INVALID"
+                f"; {fmt_number(m.lowest_invalid_qps)} QPS was INVALID"
                 if m.lowest_invalid_qps is not None
                 else ""
             )
@@ -459,8 +447,8 @@ def _scenario_notes(who: str, s: Any) -> list[str]:
                 else ""
             )
             notes.append(
-                f"{who}: capacity {_fmt(m.max_qps_under_slo)} QPS with p{m.slo_percentile:g} "
-                f"within {_fmt(m.slo_latency_ms)} ms{above}{precision}"
+                f"{who}: capacity {fmt_number(m.max_qps_under_slo)} QPS with p{m.slo_percentile:g} "
+                f"within {fmt_number(m.slo_latency_ms)} ms{above}{precision}"
             )
         if m.reason:
             notes.append(f"{who}: capacity search: {m.reason}")
@@ -479,7 +467,7 @@ def _print_trials(r: WorkerResult) -> None:
     m = s.max_qps
     table = Table(
         title=f"capacity search, max batch {r.batch_size}: p{m.slo_percentile:g} within "
-        f"{_fmt(m.slo_latency_ms)} ms",
+        f"{fmt_number(m.slo_latency_ms)} ms",
         title_justify="left",
     )
     for col in ("trial", "target QPS", "verdict", f"p{m.slo_percentile:g} ms", "samples/s"):
@@ -487,9 +475,9 @@ def _print_trials(r: WorkerResult) -> None:
     for i, t in enumerate(m.trials, 1):
         table.add_row(
             str(i),
-            _fmt(t.target_qps),
+            fmt_number(t.target_qps),
             "VALID" if t.valid else "INVALID",
-            _fmt(t.target_percentile_latency_ms),
-            _fmt(t.completed_qps),
+            fmt_number(t.target_percentile_latency_ms),
+            fmt_number(t.completed_qps),
         )
     stdout().print(table)

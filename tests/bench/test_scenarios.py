@@ -12,15 +12,15 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from migperf.bench.loadgen_log import (
+from migperf.bench.scenario_result import EarlyStoppingResult, ScenarioResult
+from migperf.bench.scenario_spec import ScenarioSpec, early_stopping_min_queries
+from migperf.bench.scenarios import DynamicBatcher, find_max_qps, loadgen_percentiles
+from migperf.bench.scenarios.loadgen_log import (
     LoadGenLogError,
     parse_early_stopping,
     parse_loadgen_logs,
     verdict_sentence,
 )
-from migperf.bench.scenario_result import EarlyStoppingResult, ScenarioResult
-from migperf.bench.scenario_spec import ScenarioSpec, early_stopping_min_queries
-from migperf.bench.scenarios import DynamicBatcher, find_max_qps, loadgen_percentiles
 from migperf.bench.spec import _NOT_HASHED, BenchSpec, parse_spec
 from migperf.errors import UsageError
 

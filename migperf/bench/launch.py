@@ -1,0 +1,217 @@
+"""From specs to workers running on their devices: the one way every caller launches.
+
+A caller (``migperf bench``, the experiment runner, plan verification) turns
+what it measures into :class:`LaunchJob` s (a spec, the worker's environment
+and the device label telemetry resolves) and calls :func:`launch_jobs` (or
+:func:`launch`, which also says whether a group was released together):
+
+* on a simulated GPU the workers share this host's CPU cores, so each job's
+  ``OMP_NUM_THREADS`` gets its share (unless the user set it for this process);
+* with a :class:`~migperf.bench.monitor.RunMonitor`, every job's telemetry
+  target is resolved; when one cannot be (the CPU, a machine without GPUs),
+  the runs go on without telemetry;
+* one job runs as one worker process; several (or one whose spec asks for the
+  barrier) run as a :class:`~migperf.bench.runner.WorkerGroup`, released
+  together once all are warm;
+* an exception or interrupt kills every worker started, so none outlives the
+  call holding its device.
+
+:func:`optional_monitor` opens the monitor itself: telemetry never stops a
+run, so a monitor that cannot start is reported and replaced by ``None``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from migperf.bench.runner import GroupResult, run_group, run_worker
+from migperf.bench.spec import BenchSpec
+from migperf.errors import MigperfError, UsageError
+
+if TYPE_CHECKING:
+    from migperf.bench.monitor import RunMonitor
+    from migperf.bench.result import WorkerResult
+    from migperf.nvml.facade import Nvml
+    from migperf.telemetry.target import TelemetryTarget
+
+__all__ = ["LaunchJob", "launch", "launch_jobs", "optional_monitor"]
+
+
+@dataclass
+class LaunchJob:
+    """One worker to launch.
+
+    Attributes:
+        spec: What the worker runs.
+        env: The worker's environment (see :func:`migperf.bench.device.worker_env`);
+            :func:`launch_jobs` may add ``OMP_NUM_THREADS`` to it.
+        device: The label telemetry resolves to a target: a GPU index as text
+            or a MIG UUID; ``None`` uses the monitor's first target.
+    """
+
+    spec: BenchSpec
+    env: dict[str, str]
+    device: str | None = None
+
+
+def split_cores(jobs: Sequence[LaunchJob]) -> None:
+    """Give each job an equal share of this host's CPU cores in its ``OMP_NUM_THREADS``.
+
+    Workers on simulated GPU slots all run on this host's CPU; without a
+    share, co-located workers would each start a thread per core and
+    oversubscribe them. A value the user set for this process wins: nothing
+    is changed then.
+    """
+    if not jobs or "OMP_NUM_THREADS" in os.environ:
+        return
+    share = str(max(1, (os.cpu_count() or 1) // len(jobs)))
+    for job in jobs:
+        job.env["OMP_NUM_THREADS"] = share
+
+
+def _targets(
+    jobs: Sequence[LaunchJob], monitor: RunMonitor, nvml: Nvml | None
+) -> list[TelemetryTarget] | None:
+    """Each job's telemetry target; ``None`` as soon as one job has none."""
+    from migperf.telemetry.target import resolve_target
+
+    found = []
+    for job in jobs:
+        target = (
+            monitor.targets[0]
+            if job.device is None
+            else resolve_target(nvml or monitor.nvml, job.device)
+        )
+        if target is None:
+            return None
+        found.append(target)
+    return found
+
+
+def launch(
+    jobs: Sequence[LaunchJob],
+    *,
+    simulated: bool,
+    timeout_s: float,
+    monitor: RunMonitor | None = None,
+    nvml: Nvml | None = None,
+) -> GroupResult:
+    """Run the jobs' workers and return every result, and whether a group was released together.
+
+    Args:
+        jobs: The workers; several are co-located behind one barrier.
+        simulated: The jobs run on simulated GPU slots, i.e. on this host's
+            CPU: split its cores between them (see :func:`split_cores`).
+        timeout_s: Wall-clock limit of each worker.
+        monitor: Attach each run's telemetry; dropped when a job's device
+            has no telemetry target.
+        nvml: Where the jobs' devices are resolved (the monitor's NVML by default).
+
+    Returns:
+        One result per job, in job order. ``released`` is ``False`` only when
+        a barrier was abandoned (a worker failed before all were ready); a
+        single job without a barrier is never held, so it is ``True``.
+
+    Raises:
+        UsageError: Without jobs.
+        GpuNotFoundError: With a monitor, when a job's device does not exist.
+    """
+    if not jobs:
+        raise UsageError("nothing to launch: no jobs")
+    if simulated:
+        split_cores(jobs)
+    targets = _targets(jobs, monitor, nvml) if monitor is not None else None
+    if len(jobs) == 1 and not jobs[0].spec.barrier:
+        job = jobs[0]
+        if monitor is not None and targets is not None:
+            result = monitor.run_worker(job.spec, job.env, timeout_s, target=targets[0])
+        else:
+            result = run_worker(job.spec, job.env, timeout_s)
+        return GroupResult(
+            results=[result], released=True, release_unix_s=None, release_spread_s=None
+        )
+    if monitor is not None and targets is not None:
+        return monitor.run_group(
+            [(j.spec, j.env, t) for j, t in zip(jobs, targets, strict=True)], timeout_s=timeout_s
+        )
+    return run_group([(j.spec, j.env) for j in jobs], timeout_s=timeout_s)
+
+
+def launch_jobs(
+    jobs: Sequence[LaunchJob],
+    *,
+    simulated: bool,
+    timeout_s: float,
+    monitor: RunMonitor | None = None,
+    nvml: Nvml | None = None,
+) -> list[WorkerResult]:
+    """Run the jobs' workers (several released together) and return their results in job order.
+
+    :func:`launch` without the group's release information; the arguments
+    are the same.
+
+    Raises:
+        UsageError: Without jobs.
+        GpuNotFoundError: With a monitor, when a job's device does not exist.
+    """
+    outcome = launch(jobs, simulated=simulated, timeout_s=timeout_s, monitor=monitor, nvml=nvml)
+    return list(outcome.results)
+
+
+@contextlib.contextmanager
+def optional_monitor(
+    nvml: Nvml,
+    targets: Iterable[TelemetryTarget | None],
+    *,
+    interval_s: float,
+    dcgm_url: str | None = None,
+    keep_series: bool = True,
+    all_slices: bool = False,
+    on_unavailable: Callable[[str], None],
+    on_warning: Callable[[str], None],
+) -> Iterator[RunMonitor | None]:
+    """A started :class:`~migperf.bench.monitor.RunMonitor`, or ``None`` when it cannot start.
+
+    Telemetry never stops a run: a :class:`~migperf.errors.MigperfError`
+    while resolving the targets or starting the monitor goes to
+    ``on_unavailable`` (its message) and the block runs with ``None``. The
+    monitor is stopped when the block ends.
+
+    Args:
+        nvml: Open NVML, real or simulated.
+        targets: The devices to sample; ``None`` entries are left out. A
+            generator is consumed inside the guard, so its resolution errors
+            count as telemetry being unavailable.
+        interval_s: NVML sampling interval.
+        dcgm_url: Also scrape this dcgm-exporter.
+        keep_series: Store the readings around each window with its result.
+        all_slices: Read every MIG device on the sampled GPUs.
+        on_unavailable: Told why there is no monitor.
+        on_warning: Told each warning of the started monitor.
+    """
+    from migperf.bench.monitor import RunMonitor
+
+    try:
+        monitor = RunMonitor(
+            nvml,
+            [t for t in targets if t is not None],
+            interval_s=interval_s,
+            dcgm_url=dcgm_url,
+            keep_series=keep_series,
+            all_slices=all_slices,
+        )
+        monitor.start()
+    except MigperfError as exc:
+        on_unavailable(exc.message)
+        yield None
+        return
+    for warning in monitor.warnings:
+        on_warning(warning)
+    try:
+        yield monitor
+    finally:
+        monitor.stop()

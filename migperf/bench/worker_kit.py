@@ -1,0 +1,200 @@
+"""What every worker body needs: the barrier, the device, and results for failures.
+
+Shared by the plain measurement (:func:`migperf.bench.worker.run_spec`) and
+the inference scenarios (:func:`migperf.bench.scenarios.run_scenario`), so
+neither imports the other. torch is imported inside the functions only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from typing import IO, TYPE_CHECKING, Any
+
+from migperf.bench.result import ErrorInfo, Status, WorkerResult
+from migperf.bench.spec import BenchSpec
+from migperf.errors import GpuNotFoundError, MigperfError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "Barrier",
+    "BarrierAbortedError",
+    "device_kind",
+    "failure_result",
+    "is_out_of_memory",
+    "memory_readings",
+    "select_device",
+]
+
+_MIB = 1024 * 1024
+_OOM_MARKERS = (
+    "out of memory",
+    "can't allocate memory",
+    "cannot allocate memory",
+    "cublas_status_alloc_failed",
+)
+
+
+class BarrierAbortedError(MigperfError):
+    """The parent closed stdin (or sent something else) instead of ``go``."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether an exception is an out-of-memory failure (CUDA or the CPU allocator)."""
+    import torch
+
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    if isinstance(exc, (RuntimeError, MemoryError)):
+        text = str(exc).lower()
+        return isinstance(exc, MemoryError) or any(m in text for m in _OOM_MARKERS)
+    return False
+
+
+def select_device(spec: BenchSpec) -> torch.device:
+    """The device the spec runs on, given this process's environment.
+
+    Raises:
+        GpuNotFoundError: When the spec expects CUDA and torch sees no CUDA device.
+    """
+    import torch
+
+    if spec.simulated or spec.expect_device == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda", 0)
+    if spec.expect_device == "cuda":
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        build = (
+            f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "built without CUDA"
+        )
+        raise GpuNotFoundError(
+            f"device {spec.device_label or 'cuda'} was requested but torch in the worker sees no CUDA "
+            f"device (CUDA_VISIBLE_DEVICES={visible!r}; torch {torch.__version__} {build})",
+            hint="check the index or MIG UUID with `nvidia-smi -L`, or measure on the CPU with --device cpu",
+        )
+    return torch.device("cpu")
+
+
+class Barrier:
+    """The worker side of the co-location barrier.
+
+    Args:
+        stdin: Where the parent's ``go`` comes from (``None``: end of input at once).
+        ready_fd: Where the ready event goes (stderr when ``None``).
+    """
+
+    def __init__(self, stdin: IO[str] | None, ready_fd: int | None) -> None:
+        self.stdin = stdin
+        self.ready_fd = ready_fd
+        self.ready_unix_s: float | None = None
+        self.go_unix_s: float | None = None
+
+    def wait(self) -> None:
+        """Report ready, then block until the parent sends ``go``.
+
+        Raises:
+            BarrierAbortedError: When the parent closed stdin or sent something else.
+        """
+        self.ready_unix_s = time.time()
+        line = (
+            json.dumps({"event": "ready", "pid": os.getpid(), "unix_s": self.ready_unix_s}) + "\n"
+        )
+        if self.ready_fd is not None:
+            os.write(self.ready_fd, line.encode())
+        else:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+        got = self.stdin.readline() if self.stdin is not None else ""
+        if got.strip() != "go":
+            raise BarrierAbortedError(
+                "the barrier was abandoned: expected 'go' on stdin, "
+                + ("got end of input" if not got else f"got {got.strip()!r}"),
+                hint="another co-located worker probably failed before it was ready",
+            )
+        self.go_unix_s = time.time()
+
+
+def device_kind(device: Any) -> Any:
+    """``"cuda"`` or ``"cpu"`` for a torch device, ``None`` before one was chosen."""
+    return None if device is None else ("cuda" if device.type == "cuda" else "cpu")
+
+
+def memory_readings(device: Any) -> dict[str, float | None]:
+    """Peak memory of this process: the device's (CUDA only) and the host's resident set, in MiB."""
+    out: dict[str, float | None] = {"peak_memory_mib": None, "peak_reserved_mib": None}
+    try:
+        import resource
+
+        # Linux reports ru_maxrss in KiB.
+        out["host_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    except (ImportError, OSError):
+        out["host_peak_rss_mib"] = None
+    if device is not None and device.type == "cuda":
+        import torch
+
+        out["peak_memory_mib"] = torch.cuda.max_memory_allocated(device) / _MIB
+        out["peak_reserved_mib"] = torch.cuda.max_memory_reserved(device) / _MIB
+    return out
+
+
+def failure_result(
+    spec: BenchSpec,
+    exc: Exception,
+    *,
+    phase: str,
+    device: torch.device | None,
+    warnings: list[str],
+) -> WorkerResult:
+    """The result of a run that raised ``exc`` during ``phase`` (call it inside the ``except``).
+
+    A :class:`~migperf.errors.MigperfError` is ``invalid`` (``aborted`` for an
+    abandoned barrier), out of memory is ``oom`` with the batch size, anything
+    else is ``crashed`` with the traceback.
+    """
+    if isinstance(exc, MigperfError):
+        status: Status = "aborted" if isinstance(exc, BarrierAbortedError) else "invalid"
+        return WorkerResult.for_spec(
+            spec,
+            status,
+            device_kind=device_kind(device),
+            warnings=warnings,
+            error=ErrorInfo(
+                kind=type(exc).__name__, message=exc.message, hint=exc.hint, phase=phase
+            ),
+            **memory_readings(device),
+        )
+    if is_out_of_memory(exc):
+        return WorkerResult.for_spec(
+            spec,
+            "oom",
+            device_kind=device_kind(device),
+            warnings=warnings,
+            error=ErrorInfo(
+                kind=type(exc).__name__,
+                message=f"out of memory at batch size {spec.batch_size} during {phase}: "
+                + str(exc).strip().splitlines()[0],
+                hint="use a smaller batch size or sequence length, or a larger slice",
+                phase=phase,
+            ),
+            **memory_readings(device),
+        )
+    return WorkerResult.for_spec(
+        spec,
+        "crashed",
+        device_kind=device_kind(device),
+        warnings=warnings,
+        error=ErrorInfo(
+            kind=type(exc).__name__,
+            message=f"{type(exc).__name__} during {phase}: {exc}",
+            hint="see the traceback; rerun the spec with `python -m migperf.bench.worker` to debug",
+            phase=phase,
+            traceback=traceback.format_exc(),
+        ),
+        **memory_readings(device),
+    )
