@@ -22,7 +22,7 @@ import random
 import time
 
 from migperf.nvml.catalog import get_model
-from migperf.plan import (
+from migperf.planner import (
     CapacityEntry,
     CapacityTable,
     needed_keys,

@@ -10,19 +10,20 @@ stays fast.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from migperf.cli._common import DEFAULT_RESULTS, ResultsOption, print_json, stderr, stdout
-from migperf.errors import MigperfError
 
 if TYPE_CHECKING:
-    from migperf.plan.capacity import CapacityTable, MissingCapacity
-    from migperf.plan.demand import DemandSpec
-    from migperf.plan.optimizer import Plan
-    from migperf.plan.verify import VerifyResult
+    from migperf.nvml.facade import Nvml
+    from migperf.planner.capacity import CapacityTable, MissingCapacity
+    from migperf.planner.result import Plan
+    from migperf.planner.verify import VerifyResult
+    from migperf.planner.workflow import EventKind, PlanReport
 
 
 def plan_command(
@@ -101,191 +102,78 @@ def plan_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """Plan MIG layouts: the fewest GPUs that serve every service at its SLO (from measured capacities)."""
-    from migperf.plan.demand import load_demand
+    from migperf.planner.workflow import VerifyOptions, plan_demand
 
-    demand = load_demand(demand_file)
-    nvml = None
-    if verify:
+    err = stderr()
+
+    def on_event(kind: EventKind, line: str) -> None:
+        if kind != "verify" or not as_json:
+            err.print(line, soft_wrap=True)
+
+    def open_gpus() -> Nvml:
         from migperf.cli._common import open_for_changes
-        from migperf.errors import ReadOnlyError
 
-        try:
-            nvml = open_for_changes(ctx)  # refused here, before any work, in read-only mode
-        except ReadOnlyError as exc:
-            raise ReadOnlyError(
-                f"{exc.message}; --verify applies the plan's layouts",
-                hint="plan without --verify (planning only reads the results store), or drop "
-                "--read-only to verify",
-            ) from None
-    try:
-        _plan(
-            demand,
-            demand_file,
-            results,
-            out=out,
-            name=name,
-            write_config=write_config,
-            assume_linear=assume_linear,
-            derate=derate,
-            gpu_count=gpu_count,
-            time_limit=time_limit,
-            as_json=as_json,
-            nvml=nvml,
-            verify_options={
-                "min_duration_s": verify_duration,
-                "min_query_count": verify_min_queries,
-                "timeout_s": timeout,
-            },
+        return open_for_changes(ctx)
+
+    report = plan_demand(
+        demand_file,
+        results,
+        out=out,
+        name=name,
+        write_config=write_config,
+        assume_linear=assume_linear,
+        derate=derate,
+        gpu_count=gpu_count,
+        time_limit_s=time_limit,
+        verify=VerifyOptions(
+            open_gpus=open_gpus,
+            min_duration_s=verify_duration,
+            min_query_count=verify_min_queries,
+            timeout_s=timeout,
         )
-    finally:
-        if nvml is not None:
-            nvml.shutdown()
-
-
-def _plan(
-    demand: DemandSpec,
-    demand_file: Path,
-    results: Path,
-    *,
-    out: Path | None,
-    name: str,
-    write_config: Path | None,
-    assume_linear: bool,
-    derate: bool,
-    gpu_count: int | None,
-    time_limit: float,
-    as_json: bool,
-    nvml: Any,
-    verify_options: dict[str, Any],
-) -> None:
-    import pandas as pd
-
-    from migperf.plan.capacity import capacity_table, derate_factors
-    from migperf.plan.export import plan_to_migparted
-    from migperf.plan.optimizer import needed_keys, plan_layout, planning_layouts
-    from migperf.results import load
-
-    err = stderr()
-    if results.exists():
-        frame = load(results, wide=True)
-    else:
-        frame = pd.DataFrame()
-        err.print(f"NOTE: no results store at {results}: nothing is measured yet.", soft_wrap=True)
-    table = capacity_table(frame, demand)
-    layouts = {g.model: planning_layouts(g) for g in demand.gpus}
-    needed = needed_keys(demand, layouts)
-    if assume_linear:
-        table = table.with_linear_estimates(needed)
-    missing = table.missing(needed)
-
-    if write_config is not None:
-        _write_measurements(demand, demand_file, missing, write_config, as_json)
-        if missing:
-            return
-    if missing:
-        if as_json:
-            print_json({"missing": [m.to_dict() for m in missing], "results": str(results)})
-            raise typer.Exit(1)
-        _print_missing(missing, results)
-        raise MigperfError(
-            f"{len(missing)} capacity value(s) the plan needs were never measured in {results}",
-            hint=f"write the experiment that measures them with `migperf plan {demand_file} "
-            "--write-config measure.yaml`, run it (`migperf run measure.yaml`), and plan again; "
-            "or pass --assume-linear to estimate them (labelled estimate)",
-        )
-    if derate:
-        factors, what = derate_factors(frame, demand)
-        table = table.derated(factors)
-        err.print(f"NOTE: {what}.", soft_wrap=True)
-
-    plan = plan_layout(demand, table, layouts=layouts, gpu_count=gpu_count, time_limit_s=time_limit)
-    if out is not None and plan.gpus:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(plan_to_migparted(plan, name, str(demand_file)), encoding="utf-8")
-    checked = None
-    if nvml is not None and plan.feasible and plan.gpus:
-        from migperf.plan.verify import verify_plan
-
-        checked = verify_plan(
-            nvml,
-            plan,
-            demand,
-            on_event=None if as_json else lambda line: err.print(line, soft_wrap=True),
-            **verify_options,
-        )
+        if verify
+        else None,
+        on_event=on_event,
+    )
+    failure = report.failure()
     if as_json:
-        data = plan.to_dict()
-        data["capacities"] = table.to_list()
-        data["mig_parted"] = str(out) if out is not None and plan.gpus else None
-        if checked is not None:
-            data["verify"] = checked.to_dict()
-        print_json(data)
-        if not plan.feasible or (checked is not None and not checked.all_held):
+        print_json(report.to_dict())
+        if failure is not None:
             raise typer.Exit(1)
         return
-    _print_plan(plan, table)
-    if out is not None and plan.gpus:
-        err.print(
-            f"wrote the plan to {out} (apply it with `migperf mig apply --config {out}`)",
-            soft_wrap=True,
-        )
-    elif out is not None:
-        err.print(f"NOTE: the plan has no GPUs; {out} was not written", soft_wrap=True)
-    if not plan.feasible:
-        raise MigperfError(
-            "the demand cannot be met: " + "; ".join(plan.explanation),
-            hint="add GPUs, lower target_qps or headroom, or relax the SLOs; the table above is "
-            "the best balanced plan on the GPUs available",
-        )
-    if checked is not None:
-        _print_verify(checked)
-        if not checked.all_held:
-            raise MigperfError(
-                "verification failed: "
-                + ", ".join(j.name for j in checked.jobs if not j.held)
-                + " did not hold co-located",
-                hint="re-plan with more headroom or with --derate after measuring co-located runs",
+    _print_report(report)
+    if failure is not None:
+        raise failure
+
+
+def _print_report(report: PlanReport) -> None:
+    err = stderr()
+    if report.stage == "measurements":
+        _print_missing(report.missing, None)
+        for model, target in report.measurements.items():
+            err.print(
+                f"wrote {target}: measures {sum(1 for m in report.missing if m.model == model)} "
+                f"missing value(s) on {model}; run it with `migperf run {target}` on that GPU",
+                soft_wrap=True,
             )
-
-
-def _write_measurements(
-    demand: DemandSpec,
-    demand_file: Path,
-    missing: list[MissingCapacity],
-    path: Path,
-    as_json: bool,
-) -> None:
-    from migperf.plan.export import measurement_configs
-
-    err = stderr()
-    if not missing:
-        err.print("nothing to measure: the store has every capacity the plan needs", soft_wrap=True)
         return
-    texts = measurement_configs(demand, missing, source=str(demand_file))
-    written = []
-    for model, text in texts.items():
-        target = path if len(texts) == 1 else path.with_name(f"{path.stem}-{model}{path.suffix}")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text, encoding="utf-8")
-        written.append((model, target))
-    if as_json:
-        print_json(
-            {
-                "missing": [m.to_dict() for m in missing],
-                "written": {model: str(p) for model, p in written},
-            }
-        )
+    if report.plan is None or report.table is None:
+        _print_missing(report.missing, report.results)
         return
-    _print_missing(missing, None)
-    for model, target in written:
+    _print_plan(report.plan, report.table)
+    if report.mig_parted is not None:
         err.print(
-            f"wrote {target}: measures {sum(1 for m in missing if m.model == model)} missing "
-            f"value(s) on {model}; run it with `migperf run {target}` on that GPU",
+            f"wrote the plan to {report.mig_parted} (apply it with "
+            f"`migperf mig apply --config {report.mig_parted}`)",
             soft_wrap=True,
         )
+    elif report.out is not None:
+        err.print(f"NOTE: the plan has no GPUs; {report.out} was not written", soft_wrap=True)
+    if report.verify is not None:
+        _print_verify(report.verify)
 
 
-def _print_missing(missing: list[MissingCapacity], results: Path | None) -> None:
+def _print_missing(missing: Sequence[MissingCapacity], results: Path | None) -> None:
     from rich.table import Table
 
     where = f" in {results}" if results is not None else ""

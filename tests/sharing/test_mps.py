@@ -15,6 +15,7 @@ import pytest
 
 from migperf.errors import MigperfError, UsageError
 from migperf.sharing.mps import (
+    MpsClient,
     MpsDaemon,
     format_pinned_mem_limit,
     format_thread_percentage,
@@ -257,8 +258,13 @@ def test_mps_for_run_sets_client_envs_verifies_and_stops(
         )
 
     jobs = [job(MIG_A, 0, 50), job(MIG_A, 1, 50), job(MIG_B, 0), job("0", None)]
-    run = SimpleNamespace(gpu_index=0, run_key="run1")
-    with mps_for_run(SimpleNamespace(simulated=True), run, jobs, root=tmp_path) as out:
+    mps_clients = [
+        MpsClient(j.device, j.env, j.member.thread_percentage, j.member.pinned_mem_limit_mib)
+        for j in jobs
+        if j.member.client is not None
+    ]
+    nvml: Any = SimpleNamespace(simulated=True)
+    with mps_for_run(nvml, mps_clients, run_key="run1", root=tmp_path) as out:
         assert set(out) == {MIG_A, MIG_B}
         assert jobs[0].env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == "50"
         assert jobs[0].env["CUDA_VISIBLE_DEVICES"] == ""  # a simulated slot stays on the CPU

@@ -10,13 +10,13 @@ from typer.testing import CliRunner
 
 from migperf.cli.main import app
 from migperf.experiments.config import parse_config
-from migperf.experiments.runner import plan_experiment
+from migperf.experiments.planning import plan_experiment
 from migperf.mig.layout import parse_layout
 from migperf.mig.migparted import layout_for_gpu, load_migparted, select_config
 from migperf.nvml import open_nvml
 from migperf.nvml.catalog import get_model
 from migperf.nvml.facade import Nvml
-from migperf.plan import (
+from migperf.planner import (
     CapacityEntry,
     CapacityTable,
     MissingCapacity,

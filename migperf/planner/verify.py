@@ -5,7 +5,7 @@ on one GPU, where they share memory bandwidth and power. Verification runs the
 plan as it would serve: every planned GPU gets its layout (each restored to
 its previous layout afterwards, also on error or interrupt), and each
 assigned instance gets one worker, all released together behind one barrier
-(:class:`migperf.bench.runner.WorkerGroup`):
+(:func:`migperf.bench.launch.launch`):
 
 * a service instance runs the LoadGen server scenario at its share of the
   service's ``target_qps`` (shares proportional to the instances' capacities)
@@ -21,7 +21,6 @@ real GPU; the result says so.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +29,8 @@ from typing import Any
 from migperf.errors import GpuNotFoundError, UsageError
 from migperf.nvml.catalog import get_model, model_for_pci_device_id
 from migperf.nvml.facade import Nvml
-from migperf.plan.demand import DemandSpec, ServiceSpec
-from migperf.plan.optimizer import GpuPlan, Plan
+from migperf.planner.demand import DemandSpec, ServiceSpec
+from migperf.planner.result import GpuPlan, Plan
 
 __all__ = ["InstanceCheck", "JobCheck", "VerifyResult", "machine_gpus", "verify_plan"]
 
@@ -230,7 +229,7 @@ def verify_plan(
         MigperfError: a layout cannot be applied (nothing is left changed).
     """
     from migperf.bench.device import resolve_device
-    from migperf.bench.runner import WorkerGroup
+    from migperf.bench.launch import LaunchJob, launch
     from migperf.bench.spec import parse_spec
     from migperf.mig.manager import apply_layout_scoped
 
@@ -241,7 +240,7 @@ def verify_plan(
     say = on_event or (lambda _line: None)
     mapping = machine_gpus(nvml, plan)
     max_s = max_duration_s if max_duration_s is not None else 4 * min_duration_s + 30.0
-    jobs: list[tuple[Any, dict[str, str]]] = []
+    jobs: list[LaunchJob] = []
     meta: list[tuple[int, str, str, str, float]] = []  # gpu, profile, uuid, job, target
     restored = False
     released = False
@@ -271,6 +270,9 @@ def verify_plan(
                     "expect_device": sel.kind,
                     "device_label": uuid,
                     "simulated": sel.simulated,
+                    # Even a plan with one instance is released at the barrier,
+                    # so a worker that fails while warming up shows as not released.
+                    "barrier": True,
                 }
                 if isinstance(spec_job, ServiceSpec):
                     target = inst.load or 0.0
@@ -286,20 +288,13 @@ def verify_plan(
                     data["loadgen_log_dir"] = str(log_dir) if log_dir else None
                 else:
                     target = spec_job.min_samples_per_s
-                env = sel.env()
-                jobs.append((parse_spec(data), env))
+                jobs.append(LaunchJob(parse_spec(data), sel.env(), uuid))
                 meta.append((gpu, inst.profile, uuid, inst.job, target))
         if not jobs:
             raise UsageError("no instance of the plan serves anything", hint="check the demand")
-        if nvml.simulated and "OMP_NUM_THREADS" not in os.environ:
-            # Simulated instances share this machine's cores: split them between the workers.
-            share = str(max(1, (os.cpu_count() or 1) // len(jobs)))
-            for _, env in jobs:
-                env["OMP_NUM_THREADS"] = share
         say(f"running {len(jobs)} worker(s) together for at least {min_duration_s:g} s")
-        group = WorkerGroup(jobs, timeout_s=timeout_s)
-        group.start()
-        results, released = group.release_when_ready()
+        outcome = launch(jobs, simulated=nvml.simulated, timeout_s=timeout_s, nvml=nvml)
+        results, released = list(outcome.results), outcome.released
     restored = True
     return VerifyResult(
         jobs=_judge(demand, meta, results),

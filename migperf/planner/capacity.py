@@ -41,7 +41,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from migperf.nvml.catalog import MODELS, get_model
-from migperf.plan.demand import DemandSpec, ServiceSpec, TrainingSpec
+from migperf.planner.demand import DemandSpec, ServiceSpec, TrainingSpec
 
 if TYPE_CHECKING:
     import pandas as pd

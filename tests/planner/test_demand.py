@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from migperf.errors import ConfigError
-from migperf.plan import load_demand, parse_demand
+from migperf.planner import load_demand, parse_demand
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "configs" / "demand-example.yaml"
 

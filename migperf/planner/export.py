@@ -26,9 +26,9 @@ from migperf.mig.layout import InstanceSpec, LayoutSpec, profile_sort_key
 from migperf.mig.migparted import migparted_counts
 from migperf.mig.solver import MigGeometry, check_layout
 from migperf.nvml.catalog import get_model
-from migperf.plan.capacity import MissingCapacity
-from migperf.plan.demand import DemandSpec, ServiceSpec
-from migperf.plan.optimizer import GpuPlan, Plan
+from migperf.planner.capacity import MissingCapacity
+from migperf.planner.demand import DemandSpec, ServiceSpec
+from migperf.planner.result import GpuPlan, Plan
 
 __all__ = ["DEFAULT_CONFIG_NAME", "config_names", "measurement_configs", "plan_to_migparted"]
 

@@ -12,7 +12,7 @@ from migperf.experiments.config import parse_config
 from migperf.mig.migparted import load_migparted
 from migperf.nvml import open_nvml
 from migperf.results.store import ResultsStore
-from tests.plan.conftest import fill_store, record_server
+from tests.planner.conftest import fill_store, record_server
 
 runner = CliRunner()
 CAPS = {"7g.80gb": 700.0, "3g.40gb": 350.0, "1g.10gb": 130.0}

@@ -13,7 +13,7 @@ import pytest
 import migperf.results
 from migperf.mig.layout import InstanceSpec, LayoutSpec
 from migperf.mig.solver import MigGeometry, check_layout
-from migperf.plan import (
+from migperf.planner import (
     CapacityEntry,
     CapacityTable,
     DemandSpec,
@@ -25,7 +25,7 @@ from migperf.plan import (
     planning_layouts,
 )
 from migperf.results.store import ResultsStore
-from tests.plan.conftest import record_server
+from tests.planner.conftest import record_server
 
 SMALL = ("7g.80gb", "3g.40gb", "2g.20gb", "1g.10gb")
 FULL = ("7g.80gb", "4g.40gb", "3g.40gb", "2g.20gb", "1g.20gb", "1g.10gb")

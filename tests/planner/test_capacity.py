@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 import migperf.results
-from migperf.plan import capacity_table, derate_factors, model_for_gpu_name, parse_demand
+from migperf.planner import capacity_table, derate_factors, model_for_gpu_name, parse_demand
 from migperf.results.store import ResultsStore
-from tests.plan.conftest import record_server, record_throughput
+from tests.planner.conftest import record_server, record_throughput
 
 DEMAND = parse_demand(
     """\
