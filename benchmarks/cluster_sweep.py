@@ -35,8 +35,8 @@ jobs:
 
 
 def _sweep(tmp: Path, label: str) -> tuple[float, int, int]:
+    from migperf.experiments.cluster.ray_executor import RayExecutor
     from migperf.experiments.config import parse_config
-    from migperf.experiments.ray_executor import RayExecutor
     from migperf.results import ResultsStore
 
     t0 = time.monotonic()

@@ -37,7 +37,8 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp())
     os.environ["MIGPERF_STATE_DIR"] = str(tmp / "state")
     from migperf.experiments.config import parse_config
-    from migperf.experiments.runner import ExperimentRunner, plan_experiment
+    from migperf.experiments.planning import plan_experiment
+    from migperf.experiments.runner import ExperimentRunner
     from migperf.nvml import open_nvml
     from migperf.results import ResultsStore
 

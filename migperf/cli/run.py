@@ -43,76 +43,90 @@ def run_command(
     ] = None,
 ) -> None:
     """Run an experiment: each layout in turn, every job on its slices, every result stored."""
-    from migperf.errors import ReadOnlyError
     from migperf.experiments.config import load_config
-    from migperf.experiments.plan import CURRENT
-    from migperf.experiments.runner import ExperimentRunner, plan_experiment
+    from migperf.experiments.executor import open_executor
+    from migperf.experiments.executor_spec import parse_executor
     from migperf.results.store import ResultsStore
 
     cfg = load_config(config)
-    from migperf.experiments.executor import parse_executor
-
     where = parse_executor(executor) if executor else parse_executor(cfg.executor, f"{config}")
-    if where.kind != "local":
-        from migperf.cli.run_cluster import run_on_cluster
-
-        run_on_cluster(ctx, cfg, config, where, results, resume=resume, dry_run=dry_run)
-        return
+    st = state(ctx)
+    err = stderr()
     t0 = time.monotonic()
-    with open_for_reading(ctx) as nvml:
-        plan = plan_experiment(nvml, cfg, str(config))
+    with open_executor(where, simulate=st.simulate, read_only=st.read_only) as ex:
+        for note in ex.notes:
+            err.print(f"NOTE: {note}", soft_wrap=True, markup=False)
+        plan = ex.plan(cfg, str(config), dry_run=dry_run)
         plan_s = time.monotonic() - t0
-        changes = any(layout.strip().lower() != CURRENT for layout in cfg.layouts)
-        err = stderr()
-        sim = (
-            " on a SIMULATED GPU (workloads run on the CPU; every result is marked simulated)"
-            if nvml.simulated
-            else ""
-        )
-        err.print(
-            f"{cfg.name}: {len(cfg.layouts)} layout(s) x {len(plan.gpus)} GPU(s), {len(plan.runs)} run(s){sim}; "
-            f"estimated {plan.estimated_duration_s() / 60:.1f} min",
-            soft_wrap=True,
-        )
+        err.print(plan.headline(), soft_wrap=True, markup=False)
         if dry_run:
-            _print_plan(plan)
+            for line in plan.describe():
+                # Descriptions carry "[mps]", "[baseline]": not markup.
+                stdout().print(line, markup=False)
             return
-        if changes and nvml.read_only and not nvml.simulated:
-            raise ReadOnlyError(
-                f"refusing to run {config}: it changes MIG layouts and read-only mode is on",
-                hint="use `layouts: [current]` to measure the GPU as it is, or drop --read-only",
-            )
         with ResultsStore(results) as store:
-            runner = ExperimentRunner(
-                nvml, plan, store, resume=resume, on_event=_Progress(len(plan.runs))
-            )
-            report = runner.run()
+            report = ex.run(plan, store, resume=resume, on_event=Progress(len(plan.runs)))
     report.time_s["plan"] = plan_s
-    overhead = report.wall_s - report.time_s["measure"]
-    err.print(
-        f"{'INTERRUPTED: ' if report.interrupted else ''}{report.stored} run(s) stored ok, {report.failed} failed or skipped, "
-        f"{report.skipped_existing} already stored; results in {results}. Wall {report.wall_s:.1f} s, of which measuring "
-        f"{report.time_s['measure']:.1f} s and migperf's own {overhead:.1f} s "
-        f"(partitioning {report.time_s['partition']:.1f} s, worker start/build/warmup {report.time_s['workers']:.1f} s, "
-        f"store {report.time_s['store']:.2f} s). Layouts {'restored' if report.restored else 'NOT restored'}.",
-        soft_wrap=True,
-    )
+    print_summary(report, results)
     if report.interrupted:
         raise typer.Exit(130)
 
 
-def _print_plan(plan: Any) -> None:
-    console = stdout()
-    for (li, gpu), snap in sorted(plan.targets.items()):
-        layout = plan.config.layouts[li]
-        shown = snap.describe() if snap is not None else "(GPU as it is, MIG off)"
-        console.print(f"layout {li + 1}: {layout} on GPU {gpu}: {shown}")
-    for i, run in enumerate(plan.runs, 1):
-        console.print(f"  run {i}: {run.describe()}")
+def escape(text: str) -> str:
+    """Text for a rich console, its brackets not taken as markup (rich loads on first use)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
 
 
-class _Progress:
-    """Progress on stderr: layout k of n, run i of m, the last metric, time left."""
+def print_summary(report: Any, results: Path) -> None:
+    """What a run did, on stderr: per node (on a cluster), then one line for the whole run."""
+    err = stderr()
+    nodes = getattr(report, "nodes", None)
+    for node in nodes or []:
+        where = f"node {node['node_id'][:12]} ({node['host']}, {node['model']})"
+        if node["lost"]:
+            state_text = "[red]LOST[/]: its journal restores its layouts at its next run"
+        elif node["restored"] is None:
+            state_text = "nothing to do"
+        else:
+            state_text = "layouts restored" if node["restored"] else "[red]layouts NOT restored[/]"
+        err.print(
+            f"  {escape(where)}: {node['stored']} ok, {node['failed']} failed; {state_text}",
+            soft_wrap=True,
+        )
+    head = (
+        f"{'INTERRUPTED: ' if report.interrupted else ''}{report.stored} run(s) stored ok, "
+        f"{report.failed} failed or skipped, {report.skipped_existing} already stored; "
+        f"results in {escape(str(results))}."
+    )
+    t = report.time_s
+    if nodes is not None:
+        where = "restored on every node" if report.restored else "NOT restored everywhere"
+        tail = (
+            f" Wall {report.wall_s:.1f} s; measuring took {t['measure']:.1f} node-seconds. "
+            f"Layouts {where}."
+        )
+    else:
+        overhead = report.wall_s - t["measure"]
+        tail = (
+            f" Wall {report.wall_s:.1f} s, of which measuring {t['measure']:.1f} s and migperf's "
+            f"own {overhead:.1f} s (partitioning {t['partition']:.1f} s, worker "
+            f"start/build/warmup {t['workers']:.1f} s, store {t['store']:.2f} s). "
+            f"Layouts {'restored' if report.restored else 'NOT restored'}."
+        )
+    err.print(head + tail, soft_wrap=True)
+
+
+class Progress:
+    """Progress on stderr, one line per event, for every executor.
+
+    Takes the plain events of :mod:`migperf.experiments.events`; on a cluster
+    each line starts with its node.
+
+    Args:
+        total: Runs in the plan (a cluster's events count for themselves).
+    """
 
     def __init__(self, total: int) -> None:
         self.total = total
@@ -121,58 +135,95 @@ class _Progress:
         self.err = stderr()
 
     def __call__(self, kind: str, **info: Any) -> None:
-        if kind == "layout":
-            self.err.print(
-                f"[bold]layout {info['index'] + 1}/{info['total']}[/]: {info['layout']} ({info['runs']} run(s) to do)"
+        node = info.get("node")
+        tag = escape(f"[{node.name}] ") if node is not None else ""
+        text = {k: escape(v) if isinstance(v, str) else v for k, v in info.items()}
+        say = self.err.print
+        if kind == "layout" and (node is None or info.get("runs")):
+            say(
+                f"{tag}[bold]layout {info['index'] + 1}/{info['total']}[/]: {text['layout']} "
+                f"({info['runs']} run(s) to do)"
             )
         elif kind == "layout_failed":
-            self.err.print(
-                f"[red]layout failed on GPU {info['gpu']}[/]: {info['error']} (rolled back; its runs are recorded as failed)",
+            say(
+                f"{tag}[red]layout failed on GPU {info['gpu']}[/]: {text['error']} "
+                "(rolled back; its runs are recorded as failed)",
                 soft_wrap=True,
             )
         elif kind == "run_done":
-            self.done += 1
-            elapsed = time.monotonic() - self.t0
-            left = elapsed / self.done * (self.total - self.done)
-            results = info.get("results") or []
-            if len(results) > 1:
-                # A co-located group: the measured jobs' sum, and how many were ok.
-                jobs = [
-                    r for r, m in zip(results, info["run"].members, strict=False) if m.role == "job"
-                ]
-                ok = [r for r in jobs if r.status == "ok"]
-                total = sum(r.throughput.samples_per_s for r in ok if r.throughput)
-                metric = f"{len(ok)}/{len(jobs)} job(s) ok, {total:.1f} samples/s together"
-                bad = next((r for r in results if r.status != "ok"), None)
-                if bad is not None and bad.error is not None:
-                    metric += f"; {bad.status}: {bad.error.message}"
-                status = "ok" if len(ok) == len(jobs) and bad is None else "FAILED"
-            elif results:
-                r = results[0]
-                tp = r.throughput.samples_per_s if r.throughput else None
-                metric = f"{tp:.1f} samples/s" if tp else (r.error.message if r.error else r.status)
-                status = r.status
-            else:
-                metric, status = info.get("error", ""), info.get("status", "")
-            self.err.print(
-                f"  run {self.done}/{self.total} {status}: {info['run'].describe()}: {metric} (~{left:.0f} s left)",
-                soft_wrap=True,
-            )
+            self._run_done(tag, info)
         elif kind in ("telemetry_off", "telemetry_warning"):
             why = info.get("error") or info.get("warning")
             prefix = "no telemetry: " if kind == "telemetry_off" else ""
-            self.err.print(f"NOTE: {prefix}{why}", soft_wrap=True, markup=False)
+            say(f"{tag}NOTE: {prefix}{escape(str(why))}", soft_wrap=True)
+        elif kind == "interrupted" and node is not None:
+            say(f"{tag}stopped")
         elif kind == "interrupted":
-            self.err.print("[yellow]interrupted: restoring the GPU; finished runs are stored[/]")
+            say(
+                "[yellow]interrupted: stopping and restoring the GPU(s); finished runs are "
+                "stored[/]"
+            )
         elif kind == "recovered":
-            self.err.print(
-                f"found the journal of an interrupted run ({info['path']}): its original layouts will be restored"
+            say(
+                f"{tag}found the journal of an interrupted run"
+                + (f" ({text['path']})" if info.get("path") else "")
+                + ": its original layouts will be restored"
             )
         elif kind == "restore_failed":
-            self.err.print(
-                f"[red]restoring GPU {info['gpu']} failed[/]: {info['error']}; run `migperf mig restore`",
+            say(
+                f"{tag}[red]restoring GPU {info['gpu']} failed[/]: {text['error']}; run "
+                "`migperf mig restore`" + (" on that node" if node is not None else ""),
                 soft_wrap=True,
             )
+        elif kind == "restored" and node is not None and info.get("gpus"):
+            gpus = ", ".join(map(str, info["gpus"]))
+            ok = "restored" if info.get("ok") else "[red]NOT restored[/]"
+            say(f"{tag}layouts {ok} on GPU {gpus}")
+        elif kind == "nodes":
+            for n in info["nodes"]:
+                say(escape(f"[{n.name}] {n.model}{' (simulated)' if n.simulated else ''}"))
+        elif kind == "node_start":
+            what = f"{info['runs']} run(s)" if info["runs"] else "restoring from its journal"
+            say(f"{tag}started: {what} (runner pid {info['pid']})")
+        elif kind == "node_lost":
+            say(f"[red]{text['error']}[/] ({info['runs_left']} run(s) left)", soft_wrap=True)
+        elif kind == "requeued":
+            say(f"{tag}takes {info['runs']} run(s) of {escape(info['source'].name)}")
+        elif kind == "forced":
+            say(
+                "[red]not waiting for the nodes' last results; closing them (each restores its "
+                "layouts; Ctrl-C again kills them, and each node's journal restores it at its "
+                "next run)[/]"
+            )
+
+    def _run_done(self, tag: str, info: dict[str, Any]) -> None:
+        self.done = info.get("done", self.done + 1)
+        total = info.get("total", self.total)
+        elapsed = time.monotonic() - self.t0
+        left = elapsed / max(1, self.done) * (total - self.done)
+        results = info.get("results") or []
+        jobs = [r for r in results if r.get("role") != "neighbor"]
+        bad = next((r for r in results if r["status"] != "ok"), None)
+        if len(results) > 1:
+            # A co-located group: the measured jobs' sum, and how many were ok.
+            ok = [r for r in jobs if r["status"] == "ok"]
+            together = sum(r["samples_per_s"] or 0.0 for r in ok)
+            metric = f"{len(ok)}/{len(jobs)} job(s) ok, {together:.1f} samples/s together"
+            if bad is not None and bad.get("error"):
+                metric += f"; {bad['status']}: {bad['error']}"
+            status = "ok" if len(ok) == len(jobs) and bad is None else "FAILED"
+        elif results:
+            r = results[0]
+            tp = r.get("samples_per_s")
+            metric = f"{tp:.1f} samples/s" if tp else (r.get("error") or r["status"])
+            status = r["status"]
+        else:
+            metric, status = info.get("error") or "", info.get("status") or ""
+        self.err.print(
+            f"  {tag}run {self.done}/{total} {escape(status)}: {escape(info['description'])}: "
+            f"{escape(metric)} (~{left:.0f} s left)",
+            soft_wrap=True,
+        )
 
 
 @config_app.command("schema")
@@ -189,7 +240,7 @@ def check_config(
 ) -> None:
     """Validate a config against this machine's GPUs and print its plan. Changes nothing."""
     from migperf.experiments.config import load_config
-    from migperf.experiments.runner import plan_experiment
+    from migperf.experiments.planning import plan_experiment
 
     cfg = load_config(config)
     with open_for_reading(ctx) as nvml:

@@ -303,7 +303,7 @@ class ExperimentConfig(StrictModel):
     @field_validator("executor")
     @classmethod
     def _known_executor(cls, v: str) -> str:
-        from migperf.experiments.executor import parse_executor
+        from migperf.experiments.executor_spec import parse_executor
 
         try:
             return str(parse_executor(v, "executor"))

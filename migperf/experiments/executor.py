@@ -1,112 +1,62 @@
 """Where an experiment's runs execute: this machine, or every node of a cluster.
 
 An :class:`Executor` turns a validated config into stored results in two
-steps, so a CLI can show the plan (``--dry-run``) before anything changes:
+steps, so a caller can show the plan (``--dry-run``) before anything changes:
 
 * :meth:`Executor.plan` binds the config to the GPUs it will use and expands
-  the sweep; nothing changes anywhere.
+  the sweep; nothing changes anywhere. Unless it is a dry run, read-only mode
+  refuses a config that changes layouts here.
 * :meth:`Executor.run` executes that plan and stores every result in one
   :class:`~migperf.results.store.ResultsStore`, written by the calling
-  process only.
+  process only, and reports progress as plain events
+  (:mod:`migperf.experiments.events`).
 
 Executors, chosen by ``migperf run --executor`` or the config's ``executor``
 field (which is not part of the config hash, so the same sweep has the same
-run keys wherever it runs):
+run keys wherever it runs), are listed with their import paths in
+:data:`migperf.experiments.executor_spec.EXECUTORS`:
 
-* ``local``: :class:`LocalExecutor`, this machine's GPUs through
-  :class:`~migperf.experiments.runner.ExperimentRunner` (what ``migperf run``
-  always did).
-* ``ray`` or ``ray:ADDRESS``: :class:`~migperf.experiments.ray_executor.RayExecutor`,
+* ``local``: :class:`~migperf.experiments.local.LocalExecutor`, this
+  machine's GPUs through :class:`~migperf.experiments.runner.ExperimentRunner`.
+* ``ray`` or ``ray:ADDRESS``: :class:`~migperf.experiments.cluster.ray_executor.RayExecutor`,
   one agent per node of a Ray cluster (needs ``pip install "migperf[ray]"``).
-
-A new engine (Slurm, Kubernetes Jobs) is one more module with an
-:class:`Executor` subclass that runs :mod:`migperf.experiments.node_runner`
-on each node, plus one entry in :data:`EXECUTORS`.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from pathlib import Path
-from types import ModuleType, TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
-from migperf.errors import UsageError
+from migperf.experiments.executor_spec import EXECUTORS, ExecutorSpec, parse_executor
 
 if TYPE_CHECKING:
     from migperf.experiments.config import ExperimentConfig
-    from migperf.experiments.runner import Event, ExperimentPlan, ExperimentReport
+    from migperf.experiments.events import Event
+    from migperf.experiments.runner import ExperimentReport
     from migperf.nvml.facade import Nvml
     from migperf.results.store import ResultsStore
 
-#: Executor kind -> what its address means (None: takes no address).
-EXECUTORS: dict[str, str | None] = {
-    "local": None,
-    "ray": "a Ray cluster address (host:port, ray://host:10001, or auto)",
-}
-
-RAY_INSTALL_HINT = 'install Ray with `pip install "migperf[ray]"`'
-
-PlanT = TypeVar("PlanT")
+__all__ = ["Executor", "PlanView", "open_executor"]
 
 
-@dataclass(frozen=True)
-class ExecutorSpec:
-    """A parsed ``--executor`` value: ``local``, ``ray``, ``ray:10.0.0.5:6379``."""
+class PlanView(Protocol):
+    """What every executor's plan shows its caller."""
 
-    kind: str
-    address: str | None = None
+    runs: Any
 
-    def __str__(self) -> str:
-        return self.kind if self.address is None else f"{self.kind}:{self.address}"
+    def estimated_duration_s(self) -> float:
+        """A rough duration estimate in seconds."""
 
+    def headline(self) -> str:
+        """One line: the experiment, its size, where it runs, the estimate."""
 
-def parse_executor(text: str, source: str = "--executor") -> ExecutorSpec:
-    """Parse ``KIND[:ADDRESS]``.
-
-    Raises:
-        UsageError: an unknown kind, or an address for an executor that takes none.
-    """
-    kind, sep, address = text.strip().partition(":")
-    kind = kind.strip().lower()
-    known = ", ".join(f"{k}[:ADDRESS]" if v else k for k, v in EXECUTORS.items())
-    if kind not in EXECUTORS:
-        raise UsageError(
-            f"{source}: unknown executor {text!r}",
-            hint=f"use one of {known}",
-        )
-    address = address.strip()
-    if sep and EXECUTORS[kind] is None:
-        raise UsageError(f"{source}: executor {kind!r} takes no address ({text!r})", hint=known)
-    if sep and not address:
-        raise UsageError(
-            f"{source}: {text!r} names no address after the colon",
-            hint=f"give {EXECUTORS[kind]}, or plain {kind!r}",
-        )
-    return ExecutorSpec(kind, address or None)
+    def describe(self) -> list[str]:
+        """The plan for people, a line each (``--dry-run``)."""
 
 
-def require_ray(what: str = "--executor ray") -> ModuleType:
-    """Import Ray, or explain how to get it.
-
-    Raises:
-        UsageError: Ray is not installed.
-    """
-    try:
-        import ray
-    except ImportError as exc:
-        raise UsageError(
-            f"{what} needs Ray, which is not installed in this Python ({exc})",
-            hint=RAY_INSTALL_HINT + " on the driver and on every node",
-        ) from None
-    return ray
-
-
-def ray_available() -> bool:
-    """Whether Ray can be imported (without importing it)."""
-    return importlib.util.find_spec("ray") is not None
+PlanT = TypeVar("PlanT", bound=PlanView)
 
 
 class Executor(ABC, Generic[PlanT]):
@@ -114,16 +64,41 @@ class Executor(ABC, Generic[PlanT]):
 
     Use as a context manager: :meth:`close` gives back whatever the executor
     holds (NVML, cluster agents, a cluster connection).
+
+    Attributes:
+        notes: Things the user should know before the plan (e.g. that no
+            driver was found and a simulated GPU is used).
     """
 
     NAME: ClassVar[str]
+    notes: list[str]
+
+    @classmethod
+    @abstractmethod
+    def open(
+        cls,
+        address: str | None,
+        *,
+        nvml: Nvml | None = None,
+        simulate: str | None = None,
+        read_only: bool | None = None,
+        **options: Any,
+    ) -> Executor[PlanT]:
+        """Make the executor (see :func:`open_executor` for the arguments)."""
 
     @abstractmethod
-    def plan(self, cfg: ExperimentConfig, source: str = "config") -> PlanT:
+    def plan(self, cfg: ExperimentConfig, source: str = "config", *, dry_run: bool = True) -> PlanT:
         """Bind the config to the GPUs that will run it; change nothing.
+
+        Args:
+            cfg: The validated config.
+            source: Where it came from (for messages).
+            dry_run: Only to look at. When False the plan is meant to run,
+                and read-only mode refuses a config that changes layouts.
 
         Raises:
             ConfigError: the config does not fit those GPUs (every problem listed).
+            ReadOnlyError: not a dry run, read-only, and the config changes layouts.
         """
 
     @abstractmethod
@@ -156,43 +131,6 @@ class Executor(ABC, Generic[PlanT]):
         self.close()
 
 
-class LocalExecutor(Executor["ExperimentPlan"]):
-    """This machine's GPUs: :func:`plan_experiment` and :class:`ExperimentRunner`.
-
-    Args:
-        nvml: Open NVML (closed by the caller, not here).
-        root: migperf state directory (tests).
-    """
-
-    NAME = "local"
-
-    def __init__(self, nvml: Nvml, *, root: Path | None = None) -> None:
-        self.nvml = nvml
-        self.root = root
-
-    def plan(self, cfg: ExperimentConfig, source: str = "config") -> ExperimentPlan:
-        """See :meth:`Executor.plan`."""
-        from migperf.experiments.runner import plan_experiment
-
-        return plan_experiment(self.nvml, cfg, source)
-
-    def run(
-        self,
-        plan: ExperimentPlan,
-        store: ResultsStore,
-        *,
-        resume: bool = False,
-        on_event: Event | None = None,
-    ) -> ExperimentReport:
-        """See :meth:`Executor.run`."""
-        from migperf.experiments.runner import ExperimentRunner
-
-        runner = ExperimentRunner(
-            self.nvml, plan, store, resume=resume, on_event=on_event, root=self.root
-        )
-        return runner.run()
-
-
 def open_executor(
     spec: ExecutorSpec | str,
     *,
@@ -201,28 +139,24 @@ def open_executor(
     read_only: bool | None = None,
     **options: Any,
 ) -> Executor[Any]:
-    """The executor a spec names.
+    """The executor a spec names, ready to plan.
 
     Args:
         spec: ``local``, ``ray``, ``ray:ADDRESS`` (or its parsed form).
-        nvml: For ``local``: this machine's open NVML.
-        simulate: For clusters: a ``--simulate`` spec every node uses instead
-            of its driver (None: each node's ``MIGPERF_SIMULATE``, else its driver).
-        read_only: For clusters: refuse GPU changes on every node (None: each
-            node's ``MIGPERF_READ_ONLY``).
+        nvml: For ``local``: this machine's open NVML, which the caller
+            closes (default: opened here, falling back to a simulated GPU
+            when no driver is found, and closed with the executor).
+        simulate: A ``--simulate`` spec: this machine's, or on a cluster the
+            one every node uses instead of its driver (None: each node's
+            ``MIGPERF_SIMULATE``, else its driver).
+        read_only: Refuse GPU changes (None: ``MIGPERF_READ_ONLY``, on a
+            cluster each node's).
         options: Executor-specific settings (e.g. ``heartbeat_timeout_s`` for Ray).
 
     Raises:
-        UsageError: an unknown executor, or Ray is not installed.
+        UsageError: an unknown executor, or its engine is not installed.
     """
     parsed = parse_executor(spec) if isinstance(spec, str) else spec
-    if parsed.kind == "local":
-        if nvml is None:
-            raise UsageError(
-                "the local executor needs this machine's NVML", hint="pass nvml=open_nvml(...)"
-            )
-        return LocalExecutor(nvml, **options)
-    require_ray(f"--executor {parsed}")
-    from migperf.experiments.ray_executor import RayExecutor
-
-    return RayExecutor(parsed.address, simulate=simulate, read_only=read_only, **options)
+    module, _, name = EXECUTORS[parsed.kind].path.partition(":")
+    cls: type[Executor[Any]] = getattr(importlib.import_module(module), name)
+    return cls.open(parsed.address, nvml=nvml, simulate=simulate, read_only=read_only, **options)

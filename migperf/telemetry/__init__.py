@@ -18,5 +18,25 @@ loads when exporter text is parsed):
 
 The benchmark side (starting the sampler around worker runs, registering
 workers on simulated GPUs) is :mod:`migperf.bench.monitor`. docs/telemetry.md
-explains the choices.
+explains the choices. Example::
+
+    target = resolve_target(nvml, "MIG-5f0e...")  # a GPU index or a MIG device
+    sampler = NvmlSampler(nvml, [target.gpu_index], interval_s=0.1)
 """
+
+from __future__ import annotations
+
+from migperf.telemetry.dcgm import DcgmScraper
+from migperf.telemetry.model import TelemetryResult
+from migperf.telemetry.sampler import NvmlSampler
+from migperf.telemetry.summary import summarize_window
+from migperf.telemetry.target import TelemetryTarget, resolve_target
+
+__all__ = [
+    "DcgmScraper",
+    "NvmlSampler",
+    "TelemetryResult",
+    "TelemetryTarget",
+    "resolve_target",
+    "summarize_window",
+]

@@ -35,7 +35,7 @@ def test_dry_run_of_the_quickstart_prints_the_plan_and_changes_nothing(tmp_path:
 
 
 def test_every_shipped_config_is_valid() -> None:
-    # demand-*.yaml are planner demand files (checked in tests/plan), not experiments.
+    # demand-*.yaml are planner demand files (checked in tests/planner), not experiments.
     configs = sorted(
         c for c in (ROOT / "configs").glob("*.yaml") if not c.name.startswith("demand")
     )
@@ -88,3 +88,84 @@ def test_schema_command() -> None:
 def test_results_of_a_missing_store() -> None:
     code, _, err = run("results", "show", "--results", "/nonexistent/x.db")
     assert code == 2 and "no results store" in err
+
+
+TINY_RUN = (
+    "name: ro\nlayouts: {layouts}\nstop: {{warmup_iterations: 1, min_iterations: 3, "
+    "min_duration_s: 0, max_duration_s: 5}}\njobs: [{{workload: gemm, model_args: {{n: 32}}}}]\n"
+)
+
+
+def _layout(spec: str) -> str:
+    from migperf.mig.snapshot import take_snapshot
+    from migperf.nvml import open_nvml
+
+    with open_nvml(spec) as nvml:
+        return take_snapshot(nvml, 0).describe()
+
+
+def test_read_only_refuses_a_run_that_changes_layouts_before_anything_is_measured(
+    tmp_path: Path,
+) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(TINY_RUN.format(layouts="['0']"))
+    db = tmp_path / "r.db"
+    before = _layout("a100-80gb")
+    code, _, err = run(
+        "--simulate", "a100-80gb", "--read-only", "run", str(cfg), "--results", str(db)
+    )
+    assert code != 0
+    assert "refusing to run" in err and "read-only mode is on" in err
+    assert "layouts: [current]" in err  # the hint says how to measure the GPU as it is
+    assert not db.exists() and _layout("a100-80gb") == before
+    # --dry-run only looks: it shows the plan even in read-only mode.
+    code, out, err = run("--simulate", "a100-80gb", "--read-only", "run", str(cfg), "--dry-run")
+    assert code == 0, err
+    assert "layout 1: 0 on GPU 0" in out
+
+
+def test_read_only_measures_the_current_layout_of_a_partitioned_gpu(tmp_path: Path) -> None:
+    # The layout is measured as found: nothing to apply, so nothing read-only must refuse
+    # (before, the runner re-applied the found layout and read-only failed every run).
+    from migperf.mig.manager import apply_layout
+    from migperf.nvml import open_nvml
+
+    with open_nvml("a100-80gb") as nvml:
+        apply_layout(nvml, 0, "1g.10gb*2")
+    before = _layout("a100-80gb")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(TINY_RUN.format(layouts="[current]"))
+    db = tmp_path / "r.db"
+    code, _, err = run(
+        "--simulate", "a100-80gb", "--read-only", "run", str(cfg), "--results", str(db)
+    )
+    assert code == 0, err
+    assert "1 run(s) stored ok, 0 failed" in err
+    assert "  run 1/1 ok: gemm infer bs=1" in err  # the progress line of the one printer
+    code, out, _ = run("results", "show", "--results", str(db), "--json")
+    [row] = json.loads(out)
+    assert row["status"] == "ok" and row["profile"] == "1g.10gb"
+    assert _layout("a100-80gb") == before
+
+
+def test_the_library_enforces_read_only_too(tmp_path: Path) -> None:
+    import pytest
+
+    from migperf.errors import ReadOnlyError
+    from migperf.experiments import ExperimentRunner, open_executor, parse_config, plan_experiment
+    from migperf.nvml import open_nvml
+    from migperf.results import ResultsStore
+
+    cfg = parse_config(TINY_RUN.format(layouts="['9,9']"), "c.yaml")
+    with open_nvml("a100-80gb", read_only=True) as nvml:
+        assert plan_experiment(nvml, cfg, "c.yaml").runs  # a dry-run plan is allowed
+        with pytest.raises(ReadOnlyError, match="changes MIG layouts"):
+            plan_experiment(nvml, cfg, "c.yaml", dry_run=False)
+        plan = plan_experiment(nvml, cfg, "c.yaml")
+        with ResultsStore(tmp_path / "r.db") as store, pytest.raises(ReadOnlyError):
+            ExperimentRunner(nvml, plan, store)
+    with (
+        open_executor("local", simulate="a100-80gb", read_only=True) as ex,
+        pytest.raises(ReadOnlyError),
+    ):
+        ex.plan(cfg, "c.yaml", dry_run=False)

@@ -6,7 +6,7 @@ import pytest
 
 from migperf.errors import ConfigError
 from migperf.experiments.config import RangeSpec, json_schema, parse_config
-from migperf.experiments.plan import job_points
+from migperf.experiments.sweep import job_points
 
 
 def test_every_problem_is_reported_with_its_line() -> None:

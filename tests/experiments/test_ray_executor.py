@@ -26,8 +26,9 @@ from typer.testing import CliRunner
 from migperf.cli.main import app
 from migperf.errors import UsageError
 from migperf.experiments.config import parse_config
-from migperf.experiments.executor import open_executor, parse_executor, ray_available
-from migperf.experiments.runner import plan_experiment
+from migperf.experiments.executor import open_executor
+from migperf.experiments.executor_spec import parse_executor, ray_available
+from migperf.experiments.planning import plan_experiment
 from migperf.mig.manager import apply_layout
 from migperf.mig.snapshot import MigSnapshot, take_snapshot
 from migperf.nvml import open_nvml
@@ -102,10 +103,10 @@ def test_without_ray_the_option_says_how_to_install_it(
     assert 'pip install "migperf[ray]"' in result.output
 
 
-@needs_ray
 def test_runs_are_split_in_chunks_per_model_and_keyed_per_model_when_keys_collide() -> None:
-    from migperf.experiments.plan import run_key
-    from migperf.experiments.ray_executor import RayExecutor
+    # Binding the nodes' answers into a plan is pure data: no Ray needed.
+    from migperf.experiments.cluster.assignment import bind_plan
+    from migperf.experiments.sweep import run_key
 
     cfg = parse_config(CONFIG.format(name="x", batch_sizes="[1]").replace('["0"]', "[current]"))
 
@@ -134,7 +135,7 @@ def test_runs_are_split_in_chunks_per_model_and_keyed_per_model_when_keys_collid
     # Two H100 nodes and one A30 node; with MIG off both models plan the same keys.
     keys = [f"k{i}" for i in range(5)]
     infos = {"n1": node("H100", keys), "n2": node("H100", keys), "n3": node("A30", keys[:2])}
-    plan = RayExecutor()._bind(cfg, "x.yaml", infos)
+    plan = bind_plan(cfg, "x.yaml", infos)
     chash = cfg.config_hash()
     per_model = {r.key: r for r in plan.runs.values()}
     assert len(per_model) == 7
@@ -245,7 +246,7 @@ def wait_gone(root: Path, names: tuple[str, ...] = (), timeout_s: float = 20.0) 
         time.sleep(0.2)
 
 
-RUNNERS = ("migperf.experiments.node_runner", "migperf.bench.worker")
+RUNNERS = ("migperf.experiments.cluster.node", "migperf.bench.worker")
 
 
 @pytest.fixture(scope="module")
@@ -388,7 +389,7 @@ DRIVER = """
 import sys
 import ray
 from migperf.experiments.config import parse_config
-from migperf.experiments.ray_executor import RayExecutor
+from migperf.experiments.cluster.ray_executor import RayExecutor
 from migperf.results import ResultsStore
 
 ray.init(address=sys.argv[1], log_to_driver=False, logging_level="warning")

@@ -15,7 +15,8 @@ import pytest
 
 from migperf.errors import ConfigError
 from migperf.experiments.config import load_config
-from migperf.experiments.runner import ExperimentRunner, plan_experiment
+from migperf.experiments.planning import plan_experiment
+from migperf.experiments.runner import ExperimentRunner
 from migperf.mig.manager import apply_layout
 from migperf.mig.snapshot import take_snapshot
 from migperf.nvml import open_nvml

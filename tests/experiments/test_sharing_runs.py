@@ -14,9 +14,7 @@ from migperf.results import load
 from migperf.sharing.interference import interference_table
 
 STOP = "stop: {warmup_iterations: 1, min_iterations: 3, min_duration_s: 0.6, max_duration_s: 5}"
-RESNET = (
-    "{image_size: 32, embedding_size: 8, hidden_sizes: [8, 16, 16, 16], depths: [1, 1, 1, 1]}"
-)
+RESNET = "{image_size: 32, embedding_size: 8, hidden_sizes: [8, 16, 16, 16], depths: [1, 1, 1, 1]}"
 
 
 def _run(tmp_path: Path, text: str, spec: str = "a100-80gb") -> tuple[Path, str]:

@@ -1,21 +1,21 @@
 """The node side of a cluster sweep: run some of a plan's runs here, stream every result.
 
-A cluster executor (:mod:`migperf.experiments.ray_executor`, later Slurm or
-Kubernetes) has one agent per node. The agent does two things with this
+A cluster executor (:mod:`migperf.experiments.cluster.ray_executor`, later
+Slurm or Kubernetes) has one agent per node. The agent does two things with this
 module, and nothing else touches the GPUs:
 
 * :func:`describe_node` opens NVML on the node (the real driver; the simulator
   only when ``MIGPERF_SIMULATE`` or an explicit spec asks for it, never as a
   silent fallback), lists its GPUs and plans the experiment there with
-  :func:`~migperf.experiments.runner.plan_experiment`. It returns plain data:
+  :func:`~migperf.experiments.planning.plan_experiment`. It returns plain data:
   each run's key, description, member keys and the records to store should
   the run be lost with the node.
-* :func:`main` (``python -m migperf.experiments.node_runner``) runs the
+* :func:`main` (``python -m migperf.experiments.cluster.node``) runs the
   single-node :class:`~migperf.experiments.runner.ExperimentRunner` on a
   subset of that plan, in a process of its own. It reads one JSON request
   line on stdin, and writes JSON lines on its stdout: ``started``, runner
   events, one ``record`` per result (the
-  :class:`~migperf.results.store.RunRecord` as a dict, via
+  :meth:`~migperf.results.store.RunRecord.to_dict`, via
   :class:`StreamingStore`), and a final ``report``. The driver, not the node,
   writes the results store.
 
@@ -40,16 +40,16 @@ from typing import IO, Any
 
 from migperf.errors import ConfigError, MigperfError
 from migperf.experiments.config import ExperimentConfig
-from migperf.experiments.plan import RunPlan
-from migperf.experiments.runner import (
-    ExperimentPlan,
-    ExperimentRunner,
-    _journal_path,
-    plan_experiment,
-)
+from migperf.experiments.events import event_message
+from migperf.experiments.journal import ExperimentJournal
+from migperf.experiments.planning import ExperimentPlan, plan_experiment
+from migperf.experiments.records import RecordContext, failure_records
+from migperf.experiments.runner import ExperimentRunner
 from migperf.results.store import RunRecord
 
-MODULE = "migperf.experiments.node_runner"
+__all__ = ["MODULE", "StreamingStore", "describe_node", "main", "node_model", "subset_plan"]
+
+MODULE = "migperf.experiments.cluster.node"
 
 
 def node_model(gpu_names: list[str]) -> str:
@@ -64,58 +64,21 @@ def node_model(gpu_names: list[str]) -> str:
     return " + ".join(name if n == 1 else f"{n} x {name}" for name, n in counts.items())
 
 
-class _ListStore:
-    """Collects the records a runner would store (for failure templates)."""
-
-    def __init__(self) -> None:
-        self.records: list[RunRecord] = []
-
-    def record(self, rec: RunRecord) -> int:
-        self.records.append(rec)
-        return len(self.records)
-
-    def stored_keys(self, config_hash: str) -> set[str]:
-        return set()
-
-
-def failure_templates(runner: ExperimentRunner, run: RunPlan) -> list[dict[str, Any]]:
-    """The records of a run that failed without running (status and error to fill in).
-
-    Built by the runner itself, so a run lost with its node is stored with the
-    same fields as a run that failed on the node.
-    """
-    store = _ListStore()
-    saved = runner.store
-    runner.store = store  # type: ignore[assignment]
-    try:
-        runner._store_failure(run, "failed", "")
-    finally:
-        runner.store = saved
-    return [_plain(r) for r in store.records]
-
-
-def _plain(rec: RunRecord) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(rec), default=str))
-    return data
-
-
-def record_from_dict(data: Mapping[str, Any]) -> RunRecord:
-    """A :class:`RunRecord` from its JSON form (metric tuples come back as lists)."""
-    fields = {f.name for f in dataclasses.fields(RunRecord)}
-    values = {k: v for k, v in data.items() if k in fields}
-    if values.get("metrics") is not None:
-        values["metrics"] = {k: (v[0], v[1]) for k, v in values["metrics"].items()}
-    return RunRecord(**values)
-
-
 def describe_node(
     config: Mapping[str, Any],
     *,
     simulate: str | None = None,
     read_only: bool | None = None,
     source: str = "config",
+    dry_run: bool = True,
 ) -> dict[str, Any]:
     """This node's GPUs and the experiment's runs on them, as plain data.
+
+    Each run comes with the records to store should it fail without running
+    (``templates``: status and error to fill in), built by the same
+    :func:`~migperf.experiments.records.failure_records` the runner uses.
+    ``dry_run`` False plans to run: read-only mode then refuses a config
+    that changes layouts.
 
     Never raises for a problem of the node or of the config on it: the
     answer's ``error`` (``{"message", "hint", "config"}``; ``config`` is
@@ -148,8 +111,8 @@ def describe_node(
         out["machine"] = nvml.machine
         # A runner of this config killed here (its node lost) left its
         # journal: the node's layouts are restored by the next runner here.
-        journal = _journal_path(nvml, cfg.config_hash(), None)
-        out["journal"] = str(journal) if journal.exists() else None
+        journal = ExperimentJournal.for_experiment(nvml, cfg.config_hash())
+        out["journal"] = str(journal.path) if journal.exists() else None
         for index in range(nvml.gpu_count()):
             info = nvml.gpu(index)
             out["gpus"].append(
@@ -161,9 +124,9 @@ def describe_node(
                     "mig_enabled": bool(info.mig_mode and info.mig_mode.current),
                 }
             )
-        plan = plan_experiment(nvml, cfg, source)
+        plan = plan_experiment(nvml, cfg, source, dry_run=dry_run)
         out["model"] = node_model([out["gpus"][g]["name"] for g in plan.gpus])
-        runner = ExperimentRunner(nvml, plan, _ListStore())  # type: ignore[arg-type]
+        ctx = RecordContext.of(nvml, cfg.name, cfg.config_hash(), plan.gpus)
         for run in plan.runs:
             out["runs"].append(
                 {
@@ -172,7 +135,7 @@ def describe_node(
                     "layout_index": run.layout_index,
                     "gpu_index": run.gpu_index,
                     "members": [m.name for m in run.members] if run.grouped else [],
-                    "templates": failure_templates(runner, run),
+                    "templates": [r.to_dict() for r in failure_records(ctx, run, "failed", "")],
                 }
             )
     except MigperfError as exc:
@@ -228,38 +191,13 @@ class StreamingStore:
 
     def record(self, rec: RunRecord) -> int:
         """Forward one record."""
-        self.send({"type": "record", "record": dataclasses.asdict(rec)})
+        self.send({"type": "record", "record": rec.to_dict()})
         self.sent += 1
         return self.sent
 
     def stored_keys(self, config_hash: str) -> set[str]:
         """Nothing is stored here (the driver skips stored runs before it assigns them)."""
         return set()
-
-
-def event_message(kind: str, info: Mapping[str, Any]) -> dict[str, Any]:
-    """A runner event (``on_event(kind, **info)``) as plain JSON data."""
-    out: dict[str, Any] = {"type": "event", "kind": kind}
-    for name, value in info.items():
-        if name == "run" and isinstance(value, RunPlan):
-            out["key"] = value.run_key
-            out["description"] = value.describe()
-        elif name == "results":
-            out["results"] = [
-                {
-                    "status": r.status,
-                    "samples_per_s": r.throughput.samples_per_s if r.throughput else None,
-                    "error": r.error.message if r.error else None,
-                }
-                for r in value
-            ]
-        elif isinstance(value, (str, int, float, bool, type(None))):
-            out[name] = value
-        elif isinstance(value, (list, tuple)) and all(
-            isinstance(v, (str, int, float)) for v in value
-        ):
-            out[name] = list(value)
-    return out
 
 
 def _claim_stdout() -> IO[str]:
@@ -336,16 +274,11 @@ def main() -> int:
             request.get("simulate"), allow_fallback=False, read_only=request.get("read_only")
         )
         try:
-            plan = plan_experiment(nvml, cfg, f"experiment {cfg.name!r}")
+            plan = plan_experiment(nvml, cfg, f"experiment {cfg.name!r}", dry_run=False)
             sub, missing = subset_plan(plan, request["keys"])
             if missing:
                 store.send({"type": "missing", "keys": missing})
-            runner = ExperimentRunner(
-                nvml,
-                sub,
-                store,  # type: ignore[arg-type]
-                on_event=on_event,
-            )
+            runner = ExperimentRunner(nvml, sub, store, on_event=on_event)
             phase["value"] = "running"
             report = runner.run()
             phase["value"] = "done"

@@ -9,8 +9,8 @@ import pytest
 
 from migperf.errors import ConfigError
 from migperf.experiments.config import parse_config
-from migperf.experiments.plan import RunPlan, run_key
-from migperf.experiments.runner import plan_experiment
+from migperf.experiments.planning import plan_experiment
+from migperf.experiments.sweep import RunPlan, run_key
 from migperf.nvml import open_nvml
 
 BASE = """
