@@ -174,7 +174,7 @@ def throughput_impact(
 ) -> dict[str, Any]:
     """One long worker run; the sampler switched off / 100 ms / off / 10 ms in blocks."""
     from migperf.bench.device import resolve_device
-    from migperf.bench.runner import WorkerProcess
+    from migperf.bench.process import WorkerProcess
     from migperf.bench.spec import parse_spec
     from migperf.telemetry.sampler import NvmlSampler
 

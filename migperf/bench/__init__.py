@@ -25,14 +25,14 @@ always inside functions, so importing any module here stays light):
 * :mod:`migperf.bench.worker` -- ``python -m migperf.bench.worker``;
   :mod:`migperf.bench.worker_kit` holds what every worker body needs (the
   barrier, the device, results for failures).
-* :mod:`migperf.bench.runner` -- :func:`~migperf.bench.runner.run_worker`,
-  :class:`~migperf.bench.runner.WorkerGroup` and
-  :func:`~migperf.bench.runner.run_group` for co-located runs.
+* :mod:`migperf.bench.process` -- :func:`~migperf.bench.process.run_worker`,
+  :class:`~migperf.bench.process.WorkerGroup` and
+  :func:`~migperf.bench.process.run_group` for co-located runs.
 * :mod:`migperf.bench.launch` -- :func:`~migperf.bench.launch.launch_jobs`,
   the one way callers go from specs to workers on their devices (core
   split on simulated GPUs, telemetry, one worker or a released group).
 * :mod:`migperf.bench.monitor` -- telemetry sampled around worker runs.
-* :mod:`migperf.bench.sweep` -- batch-size sweeps with repeats.
+* :mod:`migperf.bench.series` -- batch-size sweeps with repeats.
 * :mod:`migperf.bench.scenarios` -- inference scenarios: MLPerf LoadGen
   (single-stream, multi-stream, server, offline) or a closed loop driving the
   model through a dynamic batcher, the capacity search under an SLO, and

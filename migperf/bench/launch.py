@@ -11,7 +11,7 @@ and the device label telemetry resolves) and calls :func:`launch_jobs` (or
   target is resolved; when one cannot be (the CPU, a machine without GPUs),
   the runs go on without telemetry;
 * one job runs as one worker process; several (or one whose spec asks for the
-  barrier) run as a :class:`~migperf.bench.runner.WorkerGroup`, released
+  barrier) run as a :class:`~migperf.bench.process.WorkerGroup`, released
   together once all are warm;
 * an exception or interrupt kills every worker started, so none outlives the
   call holding its device.
@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from migperf.bench.runner import GroupResult, run_group, run_worker
+from migperf.bench.process import GroupResult, run_group, run_worker
 from migperf.bench.spec import BenchSpec
 from migperf.errors import MigperfError, UsageError
 

@@ -6,7 +6,7 @@ or a co-located group, runs workers, and stores with each result the
 telemetry of its measurement window (:attr:`WorkerResult.telemetry`)::
 
     with RunMonitor(nvml, [target]) as monitor:
-        results = run_sweep(spec, [1, 8], run=monitor.run_worker)
+        results = run_series(spec, [1, 8], run=monitor.run_worker)
 
 On a simulated GPU the workers run on the CPU; the monitor registers each
 worker's pid on its simulated GPU or MIG device
@@ -20,8 +20,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Mapping, Sequence
 
+from migperf.bench.process import GroupResult, WorkerGroup, run_worker
 from migperf.bench.result import WorkerResult
-from migperf.bench.runner import GroupResult, WorkerGroup, run_worker
 from migperf.bench.spec import BenchSpec
 from migperf.errors import MigperfError, UsageError
 from migperf.nvml.facade import Nvml
@@ -145,9 +145,9 @@ class RunMonitor:
         *,
         target: TelemetryTarget | None = None,
     ) -> WorkerResult:
-        """:func:`~migperf.bench.runner.run_worker` with telemetry attached.
+        """:func:`~migperf.bench.process.run_worker` with telemetry attached.
 
-        Fits :func:`~migperf.bench.sweep.run_sweep`'s ``run`` argument.
+        Fits :func:`~migperf.bench.series.run_series`'s ``run`` argument.
         """
         t = target or self.targets[0]
         pids: list[int] = []
@@ -170,7 +170,7 @@ class RunMonitor:
         timeout_s: float = 600.0,
         ready_timeout_s: float | None = None,
     ) -> GroupResult:
-        """:func:`~migperf.bench.runner.run_group` with telemetry attached to every result.
+        """:func:`~migperf.bench.process.run_group` with telemetry attached to every result.
 
         Whole-GPU values of jobs on the same physical GPU are labelled as
         shared by those jobs.

@@ -251,8 +251,8 @@ def _bench(
     dcgm_url: str | None = None,
 ) -> None:
     from migperf.bench.device import resolve_device
+    from migperf.bench.series import parse_batch_sizes
     from migperf.bench.spec import parse_spec
-    from migperf.bench.sweep import parse_batch_sizes
     from migperf.bench.workloads import workload_info
 
     info = workload_info(model)
@@ -329,7 +329,7 @@ def _print_tables(
 ) -> None:
     from rich.table import Table
 
-    from migperf.bench.sweep import summarize_repeats
+    from migperf.bench.series import summarize_repeats
     from migperf.bench.workloads import workload_info
 
     out = stdout()

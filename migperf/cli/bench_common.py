@@ -122,7 +122,7 @@ def run_with_progress(
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from migperf.bench.launch import LaunchJob, launch_jobs
-    from migperf.bench.sweep import run_sweep
+    from migperf.bench.series import run_series
 
     def run(s: BenchSpec, e: Mapping[str, str] | None, t: float) -> WorkerResult:
         job = LaunchJob(spec=s, env=dict(os.environ if e is None else e))
@@ -151,7 +151,7 @@ def run_with_progress(
         def on_result(r: WorkerResult) -> None:
             progress.advance(task_id, repeats if r.status == "skipped" else 1)
 
-        return run_sweep(
+        return run_series(
             spec,
             sizes,
             repeats=repeats,

@@ -244,8 +244,8 @@ def run_scenario_command(
     """
     from migperf.bench.device import resolve_device
     from migperf.bench.scenarios import DEFAULT_LOG_ROOT
+    from migperf.bench.series import parse_batch_sizes
     from migperf.bench.spec import parse_spec
-    from migperf.bench.sweep import parse_batch_sizes
     from migperf.bench.workloads import workload_info
 
     info = workload_info(plain["model"])

@@ -1,7 +1,7 @@
 """Import and export NVIDIA mig-parted configuration files (``version: v1``).
 
 The format and its validation rules are mig-parted's (``api/spec/v1/spec.go``,
-mig-facts.md section 11)::
+docs/reference/mig-facts.md section 11)::
 
     version: v1
     mig-configs:

@@ -1,7 +1,7 @@
 """The catalog of GPU models migperf knows: MIG profiles, placements, engines.
 
 These are facts, not code: every number comes from
-``shared/reference/mig-facts.md`` and keeps that sheet's confidence mark:
+``docs/reference/mig-facts.md`` and keeps that sheet's confidence mark:
 
 * ``V`` verified: copied from NVIDIA documentation or a real ``nvidia-smi``
   capture;
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from migperf.nvml.types import Engines, GpuInstanceProfile, Placement
 
-# NVML GPU-instance profile index constants (nvml.h, mig-facts.md section 2.1).
+# NVML GPU-instance profile index constants (nvml.h, docs/reference/mig-facts.md section 2.1).
 P_1_SLICE = 0x0
 P_2_SLICE = 0x1
 P_3_SLICE = 0x2
@@ -177,7 +177,7 @@ def _eight_slice(
 
     ``mem`` maps profile id to (name, MiB); ``engines`` to (CE, DEC, ENC, JPEG, OFA).
     Ids, slice counts, instance limits and placements are the same on every
-    8-slice GPU (mig-facts.md sections 2.2 and 4.1).
+    8-slice GPU (docs/reference/mig-facts.md sections 2.2 and 4.1).
     """
     # id: (index constant, compute slices, memory slices, instances, starts)
     geometry = {
@@ -238,7 +238,7 @@ _HOPPER_ENGINES = {
     0: (8, 7, 0, 7, 1),
 }
 
-# Memory sizes are driver dependent (mig-facts.md 0.1 #2). The simulator plays
+# Memory sizes are driver dependent (docs/reference/mig-facts.md 0.1 #2). The simulator plays
 # one driver, R580 (580.65.06), and uses the sizes observed with new drivers.
 SIM_DRIVER_VERSION = "580.65.06"
 SIM_CUDA_DRIVER_VERSION = 13000
@@ -280,7 +280,7 @@ _add(
         idle_power_w=55,
         max_sm_clock_mhz=1410,
         max_mem_clock_mhz=1215,
-        sources="mig-facts.md 3.1 (S1, S8g-S8l), 4.1; parent memory 40960 MiB [U]",
+        sources="docs/reference/mig-facts.md 3.1 (S1, S8g-S8l), 4.1; parent memory 40960 MiB [U]",
         confidence="profiles, ids, SMs, engines, placements [V]; memory MiB [D]; parent memory [U]",
     )
 )
@@ -314,7 +314,7 @@ _add(
         idle_power_w=60,
         max_sm_clock_mhz=1410,
         max_mem_clock_mhz=1593,
-        sources="mig-facts.md 3.2 (S1, S8d driver 515.86.01), 4.1",
+        sources="docs/reference/mig-facts.md 3.2 (S1, S8d driver 515.86.01), 4.1",
         confidence="ids, SMs, engines, placements [V]; memory MiB [D]; 1g.20gb memory [U]",
     )
 )
@@ -343,7 +343,7 @@ _add(
         idle_power_w=30,
         max_sm_clock_mhz=1440,
         max_mem_clock_mhz=1215,
-        sources="mig-facts.md 3.3 (S1, S8e, S8f), 4.2; parent memory 24576 MiB [U]",
+        sources="docs/reference/mig-facts.md 3.3 (S1, S8e, S8f), 4.2; parent memory 24576 MiB [U]",
         confidence="ids, SMs, placements [V]; memory MiB [D]; 1g.6gb NVDEC from capture (S1 disagrees)",
     )
 )
@@ -376,7 +376,7 @@ _add(
         idle_power_w=70,
         max_sm_clock_mhz=1980,
         max_mem_clock_mhz=2619,
-        sources="mig-facts.md 3.4 (S1, S8a, S8b, S2 R580), 4.1 (S8p)",
+        sources="docs/reference/mig-facts.md 3.4 (S1, S8a, S8b, S2 R580), 4.1 (S8p)",
         confidence="ids, SMs, engines, placements, parent memory [V]; memory MiB [D] (R580 sizes)",
     )
 )
@@ -409,7 +409,7 @@ _add(
         idle_power_w=60,
         max_sm_clock_mhz=1785,
         max_mem_clock_mhz=2619,
-        sources="mig-facts.md 3.5 (S1, S8c driver 560.35.03), 4.1 (S8c)",
+        sources="docs/reference/mig-facts.md 3.5 (S1, S8c driver 560.35.03), 4.1 (S8c)",
         confidence="ids, SMs, placements, parent memory, 1g/1g.24gb/3g memory [V]; other MiB [D]",
     )
 )
@@ -444,7 +444,7 @@ _add(
         idle_power_w=75,
         max_sm_clock_mhz=1980,
         max_mem_clock_mhz=3201,
-        sources="mig-facts.md 3.8 (S1, mig-parted issue #120; 7g row from S8q); placements 4.1 [U]",
+        sources="docs/reference/mig-facts.md 3.8 (S1, mig-parted issue #120; 7g row from S8q); placements 4.1 [U]",
         confidence="1g-4g rows [V]; 7g memory [U]; placements [U] (same as H100); parent memory [U]",
     )
 )
@@ -506,7 +506,7 @@ _add(
         idle_power_w=50,
         max_sm_clock_mhz=2430,
         max_mem_clock_mhz=14001,
-        sources="mig-facts.md 3.11 (S1, S8m), 4.3 (S8m)",
+        sources="docs/reference/mig-facts.md 3.11 (S1, S8m), 4.3 (S8m)",
         confidence="ids, SMs, engines, placements, parent memory, 1g memory [V]; other MiB [D]",
     )
 )
@@ -528,7 +528,7 @@ _add(
         idle_power_w=16,
         max_sm_clock_mhz=2040,
         max_mem_clock_mhz=6251,
-        sources="not in mig-facts.md (no MIG); name, PCI id and memory [U]",
+        sources="not in docs/reference/mig-facts.md (no MIG); name, PCI id and memory [U]",
         confidence="[U]; present only to exercise the no-MIG paths",
     )
 )
@@ -551,7 +551,7 @@ def model_for_pci_device_id(pci_device_id: int) -> GpuModel | None:
 def ci_slice_options(gi_compute_slices: int) -> tuple[int, ...]:
     """Compute-instance sizes a GPU instance with ``gi_compute_slices`` offers.
 
-    From the ``-lcip`` captures (mig-facts.md section 6): 1g {1}, 2g {1,2},
+    From the ``-lcip`` captures (docs/reference/mig-facts.md section 6): 1g {1}, 2g {1,2},
     3g {1,2,3}, 4g {1,2,4} (no 3c), 7g {1,2,3,4,7}. Larger or other sizes are
     [U] and follow the same rule: powers of two below the GI size, 3 when it
     fits a 3- or 7-slice GI, and the whole GI.

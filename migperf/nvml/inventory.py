@@ -80,7 +80,7 @@ class NvmlInventory(NvmlSession):
         try:
             return int(self.nvml.nvmlDeviceGetMemoryInfo(h).total // _MIB)
         except self.nvml.NVMLError:
-            # In MIG mode the parent's totals need privileges (mig-facts.md 8.4).
+            # In MIG mode the parent's totals need privileges (docs/reference/mig-facts.md 8.4).
             return None
 
     def gpu(self, gpu_index: int) -> GpuInfo:

@@ -1,7 +1,7 @@
 """MIG profile names, derived the way NVIDIA's tools derive them.
 
 nvidia-smi, mig-parted and the k8s device plugin all name profiles from NVML
-numbers with go-nvlib's rule (mig-facts.md section 7), not from the driver's
+numbers with go-nvlib's rule (docs/reference/mig-facts.md section 7), not from the driver's
 ``name`` string. migperf uses the same rule so its names match theirs, on every
 driver: the memory fraction rounded *up* to eighths of the parent, times the
 parent's memory in whole GiB (rounded up), rounded half away from zero.

@@ -1,7 +1,7 @@
 """What the planner writes: the plan as a mig-parted config, and the experiments it still needs.
 
 * :func:`plan_to_migparted` writes the plan in NVIDIA mig-parted's
-  ``version: v1`` format (mig-facts.md section 11), one entry per GPU
+  ``version: v1`` format (docs/reference/mig-facts.md section 11), one entry per GPU
   (``devices: [i]``) with the model's ``device-filter``, so the same file
   leaves GPUs of another model alone. ``migperf mig apply --config`` and
   ``nvidia-mig-parted apply`` both read it. A plan over several nodes gets

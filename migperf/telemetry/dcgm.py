@@ -6,7 +6,7 @@ no pip-installable bindings, so migperf scrapes NVIDIA's dcgm-exporter
 (``--dcgm-url http://host:9400/metrics``) and parses its Prometheus text with
 ``prometheus_client.parser``.
 
-What the exporter emits (telemetry-and-sharing.md 1.4): with MIG enabled,
+What the exporter emits (docs/reference/telemetry-and-sharing.md 1.4): with MIG enabled,
 one row per GPU instance (labels ``GPU_I_ID``, the NVML GPU-instance id, and
 ``GPU_I_PROFILE``), never a row for the bare GPU; whole-GPU fields (power,
 energy, clocks, temperature) are repeated with the same value on every

@@ -5,7 +5,7 @@ Energy is the difference of NVML's total-energy counter
 not an integral of power readings: on A100/H100 the power sensor samples
 only part of the time and ``nvmlDeviceGetPowerUsage`` is a 1 s average on
 Hopper, so integrated power can be badly biased for bursty loads
-(telemetry-and-sharing.md 1.5). The counter is read at every sample and
+(docs/reference/telemetry-and-sharing.md 1.5). The counter is read at every sample and
 interpolated linearly at the window's two ends.
 
 A counter can go backwards in two ways. It *wraps* (a 32- or 64-bit

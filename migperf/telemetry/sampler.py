@@ -26,7 +26,7 @@ workload sharing the cores runs first. The kernel weighs nice only among
 tasks of one scheduling group: with autogroup on (``/proc/sys/kernel/
 sched_autogroup_enabled``, tasks in the root cpu cgroup) every session is its
 own group, and a worker started in a new session (as
-:mod:`migperf.bench.runner` starts them) competes with the parent's session
+:mod:`migperf.bench.process` starts them) competes with the parent's session
 as a whole, so there the lower priority changes nothing and the reading's
 own cost is what remains. Best effort: any failure is ignored.
 

@@ -17,8 +17,8 @@ import pytest
 import migperf.bench.launch as launch_mod
 from migperf.bench.device import worker_env
 from migperf.bench.launch import LaunchJob, launch, launch_jobs, optional_monitor, split_cores
+from migperf.bench.process import GroupResult, run_worker
 from migperf.bench.result import WorkerResult
-from migperf.bench.runner import GroupResult, run_worker
 from migperf.bench.spec import BenchSpec
 from migperf.errors import GpuNotFoundError, UsageError
 from migperf.mig import apply_layout

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from migperf.bench.device import worker_env
-from migperf.bench.runner import WorkerProcess
+from migperf.bench.process import WorkerProcess
 from migperf.bench.scenario_result import LatencyPercentiles, ScenarioResult
 from migperf.bench.scenarios import loadgen_percentiles
 from migperf.bench.spec import BenchSpec

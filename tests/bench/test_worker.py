@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from migperf.bench.device import worker_env
+from migperf.bench.process import WorkerGroup, WorkerProcess, run_worker
 from migperf.bench.result import load_result
-from migperf.bench.runner import WorkerGroup, WorkerProcess, run_worker
 from migperf.bench.spec import BenchSpec
 from tests.bench.tiny import QUICK, TINY
 

@@ -21,7 +21,7 @@ from migperf.mig.migparted import (
 from migperf.mig.solver import MigGeometry, solve_layout
 from migperf.nvml.catalog import get_model
 
-# mig-parted's README example (mig-facts.md 11.2).
+# mig-parted's README example (docs/reference/mig-facts.md 11.2).
 README = """\
 version: v1
 mig-configs:
@@ -58,7 +58,7 @@ mig-configs:
 """
 
 # config-default.yaml's all-balanced entries for the models in the catalog
-# (mig-facts.md 11.2), with each model's PCI id as its device filter.
+# (docs/reference/mig-facts.md 11.2), with each model's PCI id as its device filter.
 BALANCED = {
     "a100-40gb": {"1g.5gb": 2, "2g.10gb": 1, "3g.20gb": 1},
     "a100-80gb": {"1g.10gb": 2, "2g.20gb": 1, "3g.40gb": 1},

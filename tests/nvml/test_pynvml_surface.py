@@ -1,4 +1,4 @@
-"""The simulated module has pynvml's exact surface and quirks (mig-facts.md 0.1 #5, 8)."""
+"""The simulated module has pynvml's exact surface and quirks (docs/reference/mig-facts.md 0.1 #5, 8)."""
 
 from __future__ import annotations
 

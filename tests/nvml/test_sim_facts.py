@@ -1,6 +1,6 @@
-"""The simulator, read through the facade, reproduces mig-facts.md for every model.
+"""The simulator, read through the facade, reproduces docs/reference/mig-facts.md for every model.
 
-The expected rows are copied from shared/reference/mig-facts.md (sections 3, 4
+The expected rows are copied from docs/reference/mig-facts.md (sections 3, 4
 and 13), not from migperf's catalog, so a typo in the catalog fails here.
 """
 

@@ -30,7 +30,7 @@ Without ``[...]`` a GPU instance gets one compute instance spanning it, as
 Parsing knows nothing about a GPU: :func:`~migperf.mig.layout.resolve_layout`
 checks the names and ids against one GPU's profiles, because the same name
 means different profiles on different models (``1g.10gb`` is profile 15 on an
-A100-40GB and 19 on an A100-80GB; mig-facts.md section 7).
+A100-40GB and 19 on an A100-80GB; docs/reference/mig-facts.md section 7).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Parsing knows nothing about a GPU, because the same name means different
 profiles on different models (``1g.10gb`` is profile 15 on an A100-40GB and 19
-on an A100-80GB; mig-facts.md section 7). :func:`resolve_layout` looks the
+on an A100-80GB; docs/reference/mig-facts.md section 7). :func:`resolve_layout` looks the
 names and ids up in one GPU's profiles and checks what a single request can get
 wrong; whether the instances fit *together* is the solver's question.
 """

@@ -6,7 +6,7 @@ Usage::
     geometry = MigGeometry.for_model("a100-80gb")
     print(check_layout(geometry.resolve("4g.40gb*2"), geometry).reason)  # why it cannot fit
 
-A set of GPU instances fits on a GPU when (mig-facts.md sections 3, 4 and 4.4;
+A set of GPU instances fits on a GPU when (docs/reference/mig-facts.md sections 3, 4 and 4.4;
 the simulated driver enforces the same rules):
 
 1. each instance sits at one of its profile's placements (``-lgipp``);

@@ -35,7 +35,7 @@ __all__ = ["MachineSpec", "MachineState", "SimNvmlLib", "parse_machine_spec", "s
 
 # Real drivers give these codes strings through nvmlErrorString; pynvml has no
 # built-in text for them, so without a library str() would read "NVML Error
-# with code 19". Teach the shared table the driver's words (mig-facts.md 8.7).
+# with code 19". Teach the shared table the driver's words (docs/reference/mig-facts.md 8.7).
 pynvml.NVMLError._errcode_to_string.setdefault(pynvml.NVML_ERROR_IN_USE, "In use by another client")
 pynvml.NVMLError._errcode_to_string.setdefault(
     pynvml.NVML_ERROR_INSUFFICIENT_RESOURCES, "Insufficient Resources"

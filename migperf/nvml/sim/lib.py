@@ -9,7 +9,7 @@ unchanged against the simulation: same return types, same quirks, same
 exceptions. A symbol that is not implemented raises ``AttributeError``, which
 pynvml reports as ``NVMLError_FunctionNotFound``, as a real older driver would.
 
-Behaviour that mig-facts.md marks uncertain is chosen as documented here and
+Behaviour that docs/reference/mig-facts.md marks uncertain is chosen as documented here and
 marked ``[U]``.
 """
 
@@ -575,7 +575,7 @@ class SimNvmlLib:
         self, st: dict[str, Any], handle: Any, index: Any, ref: Any
     ) -> None:
         # v1: documented to fail only when the GPU lacks MIG, so it answers
-        # with MIG disabled too (mig-facts.md 8.2).
+        # with MIG disabled too (docs/reference/mig-facts.md 8.2).
         gpu = self._parent(st, handle)
         self._require_mig_capable(gpu)
         self._fill_gi_profile(gpu, self._profile_by_index(gpu, _val(index)), _out(ref))
@@ -634,7 +634,7 @@ class SimNvmlLib:
         self._require_root(st)
         p = self._profile_by_id(gpu, _val(profile_id))
         # How many more could be placed, greedily from the lowest start
-        # (optimal for one aligned profile) [U: mig-facts.md 14.6].
+        # (optimal for one aligned profile) [U: docs/reference/mig-facts.md 14.6].
         extra: list[tuple[ProfileFact, int]] = []
         for s in p.starts:
             if self._can_place(gpu, p, s, extra) == SUCCESS:
@@ -1147,7 +1147,7 @@ class SimNvmlLib:
     # ------------------------------------------------------------------ GPM
 
     def _require_gpm(self, gpu: dict[str, Any]) -> None:
-        # NVML GPM exists on Hopper and newer only (telemetry-and-sharing.md 1.1).
+        # NVML GPM exists on Hopper and newer only (docs/reference/telemetry-and-sharing.md 1.1).
         if self._model(gpu).architecture < catalog.ARCH_HOPPER:
             raise _Fail(E_NOT_SUPPORTED)
 

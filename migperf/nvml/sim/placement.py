@@ -26,7 +26,7 @@ def can_place(
     The driver's rules as modelled: allowed start, no memory-slice overlap,
     compute slices, per-profile instance limit, and the engine budget of the
     full profile (which is what limits ``+me`` to one instance and makes
-    ``+me.all`` exclusive) [D from mig-facts.md 3 and 4.4].
+    ``+me.all`` exclusive) [D from docs/reference/mig-facts.md 3 and 4.4].
     ``nvidia-smi mig -i N -cgi ID:START`` fails the same way.
 
     Args:
@@ -56,7 +56,7 @@ def can_place(
 def new_gi_id(gpu: dict[str, Any], model: GpuModel, size: int) -> int:
     """The id a new GPU instance of ``size`` memory slices gets.
 
-    GI ids come from pools by size class (mig-facts.md 5) [D/U].
+    GI ids come from pools by size class (docs/reference/mig-facts.md 5) [D/U].
 
     Args:
         gpu: The GPU's state entry.

@@ -1,4 +1,4 @@
-"""Batch-size sweeps with repeats, and the spread of repeated runs.
+"""A series of runs for `migperf bench`: batch sizes in order, each repeated, and their spread.
 
 A sweep runs batch sizes in ascending order, each ``repeats`` times in
 separate worker processes. Once a batch size runs out of memory, larger ones
@@ -22,7 +22,7 @@ __all__ = [
     "RepeatSpread",
     "RunFn",
     "parse_batch_sizes",
-    "run_sweep",
+    "run_series",
     "summarize_repeats",
 ]
 
@@ -56,7 +56,7 @@ def parse_batch_sizes(text: str) -> list[int]:
     return sorted(sizes)
 
 
-def run_sweep(
+def run_series(
     base: BenchSpec,
     batch_sizes: Sequence[int],
     *,
@@ -75,7 +75,7 @@ def run_sweep(
         repeats: Separate worker processes per batch size.
         env: Worker environment (see :func:`migperf.bench.device.worker_env`).
         timeout_s: Limit per worker.
-        run: How to run one spec (:func:`migperf.bench.runner.run_worker` by default).
+        run: How to run one spec (:func:`migperf.bench.process.run_worker` by default).
         on_start: Called before each run.
         on_result: Called with each result (skipped ones included).
 
@@ -89,7 +89,7 @@ def run_sweep(
     if repeats < 1:
         raise UsageError(f"--repeats must be at least 1, got {repeats}")
     if run is None:
-        from migperf.bench.runner import run_worker
+        from migperf.bench.process import run_worker
 
         run = run_worker
     results: list[WorkerResult] = []

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 import pytest
 
 from migperf.bench.result import ErrorInfo, ThroughputResult, WorkerResult
+from migperf.bench.series import parse_batch_sizes, run_series, summarize_repeats
 from migperf.bench.spec import BenchSpec
-from migperf.bench.sweep import parse_batch_sizes, run_sweep, summarize_repeats
 from migperf.errors import UsageError
 
 BASE = BenchSpec(workload="gemm", task="infer")
@@ -43,7 +43,7 @@ def test_batch_sizes_are_parsed_sorted_and_distinct() -> None:
 
 def test_sweep_skips_larger_batch_sizes_after_an_oom() -> None:
     fake = FakeSlice(limit=8)
-    results = run_sweep(BASE, [32, 1, 8, 4, 16], repeats=2, run=fake)
+    results = run_series(BASE, [32, 1, 8, 4, 16], repeats=2, run=fake)
     assert fake.ran == [(1, 0), (1, 1), (4, 0), (4, 1), (8, 0)]
     assert [(r.batch_size, r.status) for r in results] == [
         (1, "ok"),
@@ -66,12 +66,12 @@ def test_invalid_spec_stops_the_sweep_with_the_workers_message() -> None:
         )
 
     with pytest.raises(UsageError, match="unknown model arg 'x'"):
-        run_sweep(BASE, [1, 2], run=reject)
+        run_series(BASE, [1, 2], run=reject)
 
 
 def test_repeat_spread_flags_a_high_cv() -> None:
     fake = FakeSlice(limit=99, rates={1: [100.0, 101.0, 99.0], 2: [100.0, 150.0, 60.0]})
-    spreads = summarize_repeats(run_sweep(BASE, [1, 2], repeats=3, run=fake))
+    spreads = summarize_repeats(run_series(BASE, [1, 2], repeats=3, run=fake))
     calm, noisy = spreads
     assert calm.runs_ok == 3 and calm.samples_per_s.mean == pytest.approx(100.0)
     assert calm.samples_per_s.mean_ci_low < 100.0 < calm.samples_per_s.mean_ci_high
@@ -82,6 +82,6 @@ def test_repeat_spread_flags_a_high_cv() -> None:
 def test_callbacks_see_every_run_and_skip() -> None:
     fake = FakeSlice(limit=2)
     started, finished = [], []
-    run_sweep(BASE, [1, 2, 4], run=fake, on_start=started.append, on_result=finished.append)
+    run_series(BASE, [1, 2, 4], run=fake, on_start=started.append, on_result=finished.append)
     assert [s.batch_size for s in started] == [1, 2]
     assert [r.status for r in finished] == ["ok", "oom", "skipped"]
