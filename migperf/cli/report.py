@@ -19,7 +19,10 @@ def report_command(
     out: Annotated[
         Path | None,
         typer.Option(
-            "--out", "-o", help="Report folder (default: a 'report' folder next to the store)."
+            "--out",
+            "-o",
+            help="Report folder (default: a 'report' folder next to the store): new, empty, or "
+            "an earlier migperf report's, whose files are replaced.",
         ),
     ] = None,
     filters: Annotated[

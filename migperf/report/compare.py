@@ -282,8 +282,10 @@ def resolve_sides(a: str, b: str, results: Path) -> tuple[Side, Side]:
         )
     from migperf.results.store import ResultsStore
 
-    with ResultsStore(results) as store:
-        rows = store.query("SELECT DISTINCT config_hash, experiment FROM runs ORDER BY config_hash")
+    with ResultsStore(results, read_only=True) as store:
+        rows = store.query(
+            "SELECT DISTINCT config_hash, experiment FROM latest_runs ORDER BY config_hash"
+        )
     known = [(str(r["config_hash"]), str(r["experiment"])) for r in rows]
 
     def side(prefix: str) -> Side:

@@ -216,7 +216,7 @@ def read_samples(
 
     wanted = set(run_ids)
     out: dict[int, list[float]] = {}
-    with ResultsStore(path) as store:
+    with ResultsStore(path, read_only=True) as store:
         for row in store.query("SELECT run_id, values_json FROM samples WHERE kind=?", (kind,)):
             if row["run_id"] in wanted:
                 values = json.loads(row["values_json"])
@@ -269,7 +269,7 @@ def apply_filters(frame: pd.DataFrame, filters: Mapping[str, Sequence[str]]) -> 
 def load_report_data(
     path: Path | str, filters: Mapping[str, Sequence[str]] | None = None
 ) -> ReportData:
-    """The runs of a store, with derived columns, filtered.
+    """The runs of a store (each run's latest attempt), with derived columns, filtered.
 
     Args:
         path: The SQLite results store.
@@ -289,10 +289,10 @@ def load_report_data(
             f"the results store {p} holds no runs",
             hint=f"run an experiment into it first: `migperf run CONFIG --results {p}`",
         )
-    with ResultsStore(p) as store:
+    with ResultsStore(p, read_only=True) as store:
         envs = {
             int(r["run_id"]): r["environment"]
-            for r in store.query("SELECT run_id, environment FROM runs")
+            for r in store.query("SELECT run_id, environment FROM latest_runs")
         }
     everything = enrich(wide, envs)
     runs = everything

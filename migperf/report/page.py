@@ -7,6 +7,8 @@ family of :mod:`migperf.report.plots` and writes into one folder::
                      lines of script inline; nothing is fetched to view it
     report.md        the same tables, with the plots as PNG links
     plots/<slug>.png and plots/<slug>.svg, one pair per plot
+    .migperf-report  marks the folder as a report's (only a new, empty or
+                     report folder is written into: migperf.report.folder)
 
 Tables list every run with its headline numbers (throughput, mean latency
 with its confidence interval, p50, p99, memory, energy per sample), and every
@@ -72,24 +74,32 @@ def build_report(
 
     Args:
         results: The SQLite results store.
-        out_dir: Folder to write into (created; an earlier report there is replaced,
-            including its ``plots/*.png`` and ``plots/*.svg``).
+        out_dir: Folder to write into: new, empty, or an earlier report's (see
+            :mod:`migperf.report.folder`), whose files are replaced, including its
+            ``plots/*.png`` and ``plots/*.svg``.
         filters: Column -> accepted values (see :func:`migperf.report.data.parse_filters`).
 
     Raises:
-        UsageError: no store, an empty store, or no run matches the filters.
-        MigperfError: the output folder cannot be written.
+        UsageError: no store, an empty store, no run matches the filters, or
+            ``out_dir`` is a file or a non-empty folder that is not a report's.
+        MigperfError: the store is not a readable migperf store, or the output
+            folder cannot be written.
     """
     from migperf.errors import MigperfError
+    from migperf.report.folder import check_report_folder, write_marker
     from migperf.report.plots import draw_all
 
     data = load_report_data(results, filters)
-    families = draw_all(data)
     out = Path(out_dir)
+    # Before the (slow) plots: a folder we may not write into is refused at once.
+    check_report_folder(out)
+    families = draw_all(data)
     plots_dir = out / "plots"
     written: list[Path] = []
     try:
         plots_dir.mkdir(parents=True, exist_ok=True)
+        # The marker first: a report stopped half-way is still recognised as one.
+        write_marker(out, __version__)
         # Plots of an earlier report into the same folder would otherwise linger
         # next to the new ones and be mistaken for current results.
         for old in [*plots_dir.glob("*.png"), *plots_dir.glob("*.svg")]:

@@ -1,10 +1,12 @@
 """The results store (SQLite) and its pandas view.
 
 ``migperf.results.load(path, **filters)`` returns a tidy DataFrame: one row per
-(run, metric); ``wide=True`` gives one row per run. Example::
+(run, metric); ``wide=True`` gives one row per run. A run measured again is
+stored as a new attempt; readers get each run's latest attempt unless they pass
+``all_attempts=True``. Example::
 
     with ResultsStore("results/migperf.db") as store:
-        done = store.stored_keys(config_hash)
+        latest = store.latest_attempts(config_hash)  # run_key -> (attempt, status)
     frame = load("results/migperf.db", wide=True, experiment="quickstart")
 """
 

@@ -211,12 +211,15 @@ def test_cli_writes_the_report_next_to_the_store(runner_store: Path, tmp_path: P
     db.parent.mkdir()
     shutil.copy(runner_store, db)
     out = tmp_path / "results" / "report"
+    # An earlier report, written by a migperf from before the .migperf-report marker.
     (out / "plots").mkdir(parents=True)
     (out / "plots" / "batch-old-experiment.png").write_bytes(b"stale")
+    (out / "index.html").write_text("<html><head><title>migperf report: old.db</title></head>")
     result = CliRunner().invoke(app, ["report", "--results", str(db), "--filter", "batch_size=2"])
     assert result.exit_code == 0, result.output
     # A plot of an earlier report in the same folder does not linger as if current.
     assert not (out / "plots" / "batch-old-experiment.png").exists()
+    assert (out / ".migperf-report").is_file()
     assert (out / "index.html").is_file() and (out / "report.md").is_file()
     assert "SIMULATED" in result.output and "not ok" in result.output
     html = (out / "index.html").read_text()
