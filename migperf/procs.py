@@ -1,13 +1,17 @@
-"""Whether a process still runs, as the kernel and the NVIDIA driver see it.
+"""Processes and signals: whether a process still runs, and signals held off for a restore.
 
 Standard library only: the simulated MPS control program imports it too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+from collections.abc import Callable, Iterator
+from typing import Any
 
-__all__ = ["pid_alive"]
+__all__ = ["STOP_SIGNALS", "pid_alive", "signals_deferred"]
 
 
 def pid_alive(pid: int) -> bool:
@@ -25,3 +29,43 @@ def pid_alive(pid: int) -> bool:
             return fh.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
     except (OSError, IndexError):
         return True  # no /proc (not Linux): kill(0) succeeded
+
+
+#: Signals that stop a command; a restore defers them until it has finished.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def signals_deferred(
+    on_signal: Callable[[int], None] | None = None, *, redeliver: bool = True
+) -> Iterator[list[int]]:
+    """Hold off SIGINT, SIGTERM and SIGHUP for the block; re-deliver the first one after it.
+
+    A restore must not be cut short by an impatient second Ctrl-C: the GPU would
+    stay in a layout nobody asked for. ``on_signal`` is told of each signal that
+    arrives (to say that the restore is finishing). With ``redeliver`` False the
+    caller handles what arrived (the yielded list) itself. Outside the main
+    thread signals cannot be handled, and the block just runs.
+
+    Yields:
+        The signals received so far (numbers), in order.
+    """
+    got: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        got.append(signum)
+        if on_signal is not None:
+            on_signal(signum)
+
+    try:
+        old = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+    except ValueError:  # not the main thread
+        yield got
+        return
+    try:
+        yield got
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        if got and redeliver:
+            signal.raise_signal(got[0])

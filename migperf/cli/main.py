@@ -73,11 +73,18 @@ def gpus(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """List GPUs with their memory and MIG mode (like `nvidia-smi -L`)."""
+    from migperf.mig.hold import gpu_status
+
     with open_for_reading(ctx) as nvml:
         infos = nvml.gpus()
         simulated = nvml.simulated
+        notes = {
+            g.index: gpu_status(nvml, g.index).describe() if g.mig_capable else "" for g in infos
+        }
     if as_json:
-        print_json([dict(g.to_dict(), simulated=simulated) for g in infos])
+        print_json(
+            [dict(g.to_dict(), simulated=simulated, status=notes[g.index] or None) for g in infos]
+        )
         return
     from rich.table import Table
 
@@ -97,6 +104,9 @@ def gpus(
             str(g.index), g.name, g.uuid, mem, mode, str(g.mig_devices) if g.mig_capable else "-"
         )
     stdout().print(table)
+    for index, note in notes.items():
+        if note:
+            stdout().print(f"GPU {index}: {note}", markup=False, soft_wrap=True)
 
 
 def main() -> None:

@@ -123,11 +123,15 @@ def profiles(ctx: typer.Context, gpu: GpuOption = None, as_json: JsonOption = Fa
 @app.command("show")
 def show(ctx: typer.Context, gpu: GpuOption = None, as_json: JsonOption = False) -> None:
     """Current GPU instances, compute instances and MIG devices (`nvidia-smi mig -lgi` / `-lci`)."""
+    from migperf.mig.hold import gpu_status
+
     out = []
+    notes: dict[int, str] = {}
     with open_for_reading(ctx) as nvml:
         for i in _indices(nvml, gpu):
             info = nvml.gpu(i)
             out.append((info, nvml.gpu_instances(i) if info.mig_capable else []))
+            notes[i] = gpu_status(nvml, i).describe() if info.mig_capable else ""
         simulated = nvml.simulated
     if as_json:
         print_json(
@@ -141,6 +145,7 @@ def show(ctx: typer.Context, gpu: GpuOption = None, as_json: JsonOption = False)
                         else None
                     ),
                     "simulated": simulated,
+                    "status": notes.get(info.index) or None,
                     "instances": [gi.to_dict() for gi in gis],
                 }
                 for info, gis in out
@@ -151,6 +156,8 @@ def show(ctx: typer.Context, gpu: GpuOption = None, as_json: JsonOption = False)
 
     console = stdout()
     for info, gis in out:
+        if notes.get(info.index):
+            console.print(f"GPU {info.index}: {notes[info.index]}", markup=False, soft_wrap=True)
         title = f"GPU {info.index}: {info.name}" + (" (simulated)" if simulated else "")
         if info.mig_mode is None:
             console.print(f"{title}: MIG not supported")
@@ -248,23 +255,28 @@ def _print_plan(result: object, *, dry_run: bool) -> None:
 def _mode_command(ctx: typer.Context, gpu: str, enable: bool, as_json: bool) -> None:
     from migperf.cli._common import open_for_changes
     from migperf.errors import GpuInUseError
+    from migperf.mig.hold import hold_gpus
 
     results = []
     with open_for_changes(ctx) as nvml:
-        for i in _targets(nvml, gpu):
+        targets = _targets(nvml, gpu)
+        for i in targets:
             info = nvml.gpu(i)
             if not info.mig_capable:
                 raise MigNotSupportedError(
                     f"GPU {i} ({info.name}) does not support MIG",
                     hint="choose a MIG-capable GPU with --gpu (see `migperf gpus`)",
                 )
-            if not enable and nvml.gpu_instances(i):
-                raise GpuInUseError(
-                    f"cannot disable MIG on GPU {i}: it has {len(nvml.gpu_instances(i))} GPU instance(s)",
-                    hint=f"destroy them first with `migperf mig reset --gpu {i}`",
-                )
-            mode, status = nvml.set_mig_mode(i, enable)
-            results.append((i, mode, status))
+        command = f"migperf mig {'enable' if enable else 'disable'}"
+        with hold_gpus(nvml, targets, command=command):
+            for i in targets:
+                if not enable and nvml.gpu_instances(i):
+                    raise GpuInUseError(
+                        f"cannot disable MIG on GPU {i}: it has {len(nvml.gpu_instances(i))} GPU instance(s)",
+                        hint=f"destroy them first with `migperf mig reset --gpu {i}`",
+                    )
+                mode, status = nvml.set_mig_mode(i, enable)
+                results.append((i, mode, status))
     want = "enable" if enable else "disable"
     if as_json:
         print_json(
@@ -333,8 +345,19 @@ def reset(
 
 
 @app.command("restore")
-def restore_cmd(ctx: typer.Context, gpu: GpuTargetOption = "all") -> None:
-    """Replay the journal an interrupted change left, restoring the layout it started from."""
+def restore_cmd(
+    ctx: typer.Context,
+    gpu: GpuTargetOption = "all",
+    discard: Annotated[
+        bool,
+        typer.Option(
+            "--discard",
+            help="Remove the journals instead of applying them (one that cannot be used, or "
+            "a layout that is fine as it is).",
+        ),
+    ] = False,
+) -> None:
+    """Put back the layout an interrupted command left recorded (its journals), per GPU."""
     from migperf.cli._common import open_for_changes
     from migperf.mig.apply import restore
 
@@ -342,9 +365,13 @@ def restore_cmd(ctx: typer.Context, gpu: GpuTargetOption = "all") -> None:
         for i in _targets(nvml, gpu):
             if nvml.mig_mode(i) is None:
                 continue
-            result = restore(nvml, i)
+            result = restore(nvml, i, discard=discard)
             if result is None:
                 stdout().print(f"GPU {i}: no journal; nothing to restore")
+            elif discard:
+                stdout().print(
+                    f"GPU {i}: journals discarded; the GPU keeps {result.after.describe()}"
+                )
             else:
                 stdout().print(f"GPU {i}: restored {result.after.describe()}")
 
@@ -485,7 +512,7 @@ def apply(
         )
     opener = open_for_reading if dry_run else open_for_changes
     with opener(ctx) as nvml:
-        from migperf.mig.apply import converge
+        from migperf.mig.apply import apply_targets, converge
         from migperf.mig.manager import target_for_layout
 
         plans = []  # validated for every GPU before any GPU changes
@@ -512,32 +539,21 @@ def apply(
                     f"GPU {i} ({info.name}) does not support MIG", hint="choose a GPU with --gpu"
                 )
             plans.append((i, target_for_layout(nvml, i, wanted_layout)))  # type: ignore[arg-type]
-        done = []
-        try:
+        command = f"migperf mig apply {layout or config}"
+        if dry_run:
             for i, target in plans:
-                result = converge(
-                    nvml,
-                    i,
-                    target,
-                    force=force,
-                    dry_run=dry_run,
-                    command=f"migperf mig apply {layout or config}",
-                )
-                done.append(result)
-                _print_plan(result, dry_run=dry_run)
-        except BaseException:
-            # All GPUs or none: put back the GPUs already changed.
-            for result in reversed(done):
-                if not result.dry_run and result.steps:
-                    converge(
-                        nvml,
-                        result.gpu_index,
-                        result.before,
-                        force=True,
-                        command="migperf mig apply (undo)",
-                    )
-                    stderr().print(f"GPU {result.gpu_index}: restored {result.before.describe()}")
-            raise
+                _print_plan(converge(nvml, i, target, dry_run=True, command=command), dry_run=True)
+            return
+        apply_targets(
+            nvml,
+            plans,
+            force=force,
+            command=command,
+            on_applied=lambda result: _print_plan(result, dry_run=False),
+            on_undone=lambda result: stderr().print(
+                f"GPU {result.gpu_index}: restored {result.before.describe()}"
+            ),
+        )
 
 
 @app.command("export")

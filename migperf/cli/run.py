@@ -27,7 +27,20 @@ def run_command(
     config: Annotated[Path, typer.Argument(help="Experiment YAML, e.g. configs/quickstart.yaml.")],
     results: ResultsOption = DEFAULT_RESULTS,
     resume: Annotated[
-        bool, typer.Option("--resume", help="Skip runs already stored for this config.")
+        bool,
+        typer.Option(
+            "--resume",
+            help="Run only what the store lacks for this config, and retry runs whose last "
+            "attempt failed.",
+        ),
+    ] = False,
+    rerun: Annotated[
+        bool,
+        typer.Option(
+            "--rerun",
+            help="Measure every run again; the new attempts are stored next to the old ones "
+            "(results and reports show the latest).",
+        ),
     ] = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the plan; change and measure nothing.")
@@ -42,7 +55,13 @@ def run_command(
         ),
     ] = None,
 ) -> None:
-    """Run an experiment: each layout in turn, every job on its slices, every result stored."""
+    """Run an experiment: each layout in turn, every job on its slices, every result stored.
+
+    Exits 0 when every run ended ok, 1 when any did not (failed, crashed,
+    timed out, out of memory, invalid, skipped), 2 for a usage error (nothing
+    ran), and 130/143/129 after Ctrl-C/SIGTERM/SIGHUP (finished runs stored,
+    layouts restored).
+    """
     from migperf.experiments.config import load_config
     from migperf.experiments.executor import open_executor
     from migperf.experiments.executor_spec import parse_executor
@@ -65,11 +84,16 @@ def run_command(
                 stdout().print(line, markup=False)
             return
         with ResultsStore(results) as store:
-            report = ex.run(plan, store, resume=resume, on_event=Progress(len(plan.runs)))
+            report = ex.run(
+                plan, store, resume=resume, rerun=rerun, on_event=Progress(len(plan.runs))
+            )
     report.time_s["plan"] = plan_s
     print_summary(report, results)
     if report.interrupted:
-        raise typer.Exit(130)
+        # 130 after Ctrl-C, 143 after SIGTERM, 129 after SIGHUP, as a shell reports them.
+        raise typer.Exit(128 + int(getattr(report, "signal", None) or 2))
+    if report.failed:
+        raise typer.Exit(1)
 
 
 def escape(text: str) -> str:
@@ -165,9 +189,13 @@ class Progress:
             )
         elif kind == "recovered":
             say(
-                f"{tag}found the journal of an interrupted run"
-                + (f" ({text['path']})" if info.get("path") else "")
-                + ": its original layouts will be restored"
+                f"{tag}GPU {info.get('gpu')}: put back {text.get('layout')}, the layout an "
+                f"interrupted {text.get('command') or 'migperf command'} recorded",
+                soft_wrap=True,
+            )
+        elif kind == "restoring":
+            say(
+                f"{tag}[yellow]restoring the GPU layouts first; this finishes, then migperf stops[/]"
             )
         elif kind == "restore_failed":
             say(
@@ -256,19 +284,17 @@ def results_list(
     results: ResultsOption = DEFAULT_RESULTS,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Experiments in a store, with their run counts."""
-    from migperf.errors import UsageError
+    """Experiments in a store, with their run counts (each run counted by its latest attempt)."""
     from migperf.results.store import ResultsStore
 
-    if not results.exists():
-        raise UsageError(
-            f"no results store at {results}",
-            hint="run `migperf run CONFIG` first, or pass --results",
-        )
-    with ResultsStore(results) as store:
+    # Read-only: listing never creates, upgrades or changes the store.
+    with ResultsStore(results, read_only=True) as store:
         rows = store.query(
-            "SELECT experiment, config_hash, COUNT(*) AS runs, SUM(status='ok') AS ok, MIN(started_unix) AS first, "
-            "MAX(finished_unix) AS last, MAX(simulated) AS simulated FROM runs GROUP BY experiment, config_hash ORDER BY last"
+            "SELECT experiment, config_hash, COUNT(*) AS runs, SUM(status='ok') AS ok, "
+            "MIN(started_unix) AS first, MAX(finished_unix) AS last, MAX(simulated) AS simulated, "
+            "(SELECT COUNT(*) FROM runs a WHERE a.config_hash = l.config_hash "
+            "AND a.experiment = l.experiment) AS attempts "
+            "FROM latest_runs l GROUP BY experiment, config_hash ORDER BY last"
         )
     data = [dict(r) for r in rows]
     if as_json:
@@ -277,7 +303,7 @@ def results_list(
     from rich.table import Table
 
     table = Table(title=f"experiments in {results}", title_justify="left")
-    for col in ("experiment", "config hash", "runs", "ok", "simulated", "last run"):
+    for col in ("experiment", "config hash", "runs", "ok", "attempts", "simulated", "last run"):
         table.add_column(col)
     for r in data:
         table.add_row(
@@ -285,6 +311,7 @@ def results_list(
             r["config_hash"],
             str(r["runs"]),
             str(r["ok"]),
+            str(r["attempts"]),
             "yes" if r["simulated"] else "no",
             time.strftime("%Y-%m-%d %H:%M", time.localtime(r["last"])),
         )
@@ -298,16 +325,23 @@ def results_show(
         str | None, typer.Option("--experiment", "-e", help="Only this experiment.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    all_attempts: Annotated[
+        bool,
+        typer.Option(
+            "--all-attempts", help="Every stored attempt of each run (default: its latest)."
+        ),
+    ] = False,
 ) -> None:
-    """One line per run: layout, slice, workload, status and the headline numbers."""
+    """One line per run (its latest attempt): layout, slice, workload, status and the headline numbers."""
     from migperf.results import load
 
     filters = {"experiment": experiment} if experiment else {}
-    frame = load(results, wide=True, **filters)
+    frame = load(results, wide=True, all_attempts=all_attempts, **filters)
     cols = [
         c
         for c in (
             "experiment",
+            *(("attempt",) if all_attempts else ()),
             "gpu_name",
             "layout",
             "profile",
@@ -329,7 +363,10 @@ def results_show(
     ]
     from migperf.sharing.interference import interference_table
 
-    inter = interference_table(frame)
+    # Interference compares a group's jobs with their baselines: earlier attempts of
+    # the same job would count twice, so it is always computed on the latest ones.
+    latest = load(results, wide=True, all_attempts=False, **filters) if all_attempts else frame
+    inter = interference_table(latest)
     if as_json:
         records = frame[["run_id", *cols]].to_dict(orient="records")
         by_run = {int(r["run_id"]): r for r in inter.to_dict(orient="records")}
@@ -349,7 +386,7 @@ def results_show(
     from rich.table import Table
 
     table = Table(
-        title=f"{len(frame)} run(s) in {results}"
+        title=f"{len(frame)} {'attempt' if all_attempts else 'run'}(s) in {results}"
         + (" (SIMULATED GPU: measured on the CPU)" if frame["simulated"].any() else ""),
         title_justify="left",
     )
@@ -432,9 +469,16 @@ def results_export(
     tidy: Annotated[
         bool, typer.Option("--tidy", help="One row per run x metric instead of one per run.")
     ] = False,
+    all_attempts: Annotated[
+        bool,
+        typer.Option(
+            "--all-attempts",
+            help="Every stored attempt of each run (default: its latest); see the attempt column.",
+        ),
+    ] = False,
 ) -> None:
-    """Export results to CSV, Parquet or JSON."""
+    """Export results to CSV, Parquet or JSON (each run's latest attempt, with its attempt number)."""
     from migperf.results import export
 
-    n = export(results, out, fmt, wide=not tidy)
+    n = export(results, out, fmt, wide=not tidy, all_attempts=all_attempts)
     stderr().print(f"wrote {n} row(s) to {out}")

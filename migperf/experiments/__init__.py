@@ -12,7 +12,7 @@ exit). Example::
 Modules: :mod:`.config` (the schema), :mod:`.sweep` (a config expanded into
 runs), :mod:`.planning` (bound to this machine's GPUs), :mod:`.runner` (the
 single-machine runner), :mod:`.records` (results to store records),
-:mod:`.journal` (the layouts to give back after a SIGKILL), :mod:`.events`
+:mod:`.events`
 (progress as plain data), :mod:`.executor`, :mod:`.executor_spec` and
 :mod:`.local` (where runs execute), :mod:`.cluster` (a Ray cluster).
 """

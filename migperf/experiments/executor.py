@@ -108,9 +108,22 @@ class Executor(ABC, Generic[PlanT]):
         store: ResultsStore,
         *,
         resume: bool = False,
+        rerun: bool = False,
         on_event: Event | None = None,
     ) -> ExperimentReport:
         """Execute a plan from :meth:`plan`, storing each result as it arrives.
+
+        Args:
+            plan: From :meth:`plan`.
+            store: Where every result goes (written by this process only).
+            resume: Run only what is missing and retry runs whose latest attempt failed.
+            rerun: Measure every run again as a new attempt (old attempts are kept).
+            on_event: Progress, as plain events (:mod:`migperf.experiments.events`).
+
+        Raises:
+            UsageError: the store already holds runs of this config and neither
+                ``resume`` nor ``rerun`` is set (nothing ran).
+            LockHeldError: another process leases a GPU of the plan (nothing ran).
 
         Returns:
             What was done; ``interrupted`` after Ctrl-C (every GPU is still restored).

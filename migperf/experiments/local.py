@@ -67,6 +67,7 @@ class LocalExecutor(Executor[ExperimentPlan]):
         store: ResultsStore,
         *,
         resume: bool = False,
+        rerun: bool = False,
         on_event: Event | None = None,
     ) -> ExperimentReport:
         """See :meth:`Executor.run`."""
@@ -75,6 +76,7 @@ class LocalExecutor(Executor[ExperimentPlan]):
             plan,
             store,
             resume=resume,
+            rerun=rerun,
             on_event=plain_events(on_event) if on_event is not None else None,
             root=self.root,
         )

@@ -13,14 +13,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from migperf.errors import UsageError
 from migperf.experiments.sweep import Member, RunPlan, Slot
 from migperf.nvml.facade import Nvml
 from migperf.results.store import RunRecord
 
 __all__ = [
+    "DONE_STATUSES",
+    "AttemptPlan",
     "RecordContext",
     "failure_records",
     "metrics_of",
+    "plan_attempts",
     "run_record",
     "telemetry_metrics",
 ]
@@ -310,3 +314,70 @@ def telemetry_metrics(summary: Any) -> Metrics:
         put("activity_tensor_pct", act.tensor_util_pct, "%")
         put("activity_dram_pct", act.dram_bw_util_pct, "%")
     return out
+
+
+#: Latest-attempt statuses that ``--resume`` counts as done: measured outcomes.
+#: ``oom`` is the batch size not fitting, and ``skipped`` a larger one not tried
+#: after it; everything else (failed, layout_failed, crashed, timeout, invalid,
+#: aborted) is retried as a new attempt.
+DONE_STATUSES = frozenset({"ok", "oom", "skipped"})
+
+
+@dataclass(frozen=True)
+class AttemptPlan:
+    """Which runs a sweep skips, and the attempt number each stored record gets.
+
+    Attributes:
+        done: Run keys (member keys of co-located runs) not to run again.
+        latest: Run key -> its highest stored attempt.
+    """
+
+    done: frozenset[str]
+    latest: Mapping[str, int]
+
+    def attempt(self, key: str) -> int:
+        """The attempt number of a new record for ``key``."""
+        return self.latest.get(key, 0) + 1
+
+
+def plan_attempts(
+    latest: Mapping[str, tuple[int, str]],
+    *,
+    experiment: str,
+    config_hash: str,
+    resume: bool,
+    rerun: bool,
+) -> AttemptPlan:
+    """Decide what a sweep does about runs already in the store, before it measures anything.
+
+    Args:
+        latest: The store's latest attempts of this config (run key -> (attempt, status)).
+        experiment: The config's name (for the message).
+        config_hash: The config's hash (for the message).
+        resume: Skip what is done (see :data:`DONE_STATUSES`), retry the rest.
+        rerun: Measure every run again, as new attempts next to the old ones.
+
+    Raises:
+        UsageError: both flags, or neither while the store already holds runs
+            of this config (a rerun would otherwise measure them again
+            unasked).
+    """
+    if resume and rerun:
+        raise UsageError(
+            "--resume and --rerun exclude each other",
+            hint="--resume runs what is missing or failed; --rerun measures everything again",
+        )
+    if latest and not (resume or rerun):
+        failed = sum(1 for _, status in latest.values() if status not in DONE_STATUSES)
+        raise UsageError(
+            f"the results store already holds {len(latest)} run(s) of experiment "
+            f"{experiment!r} (config {config_hash}), {failed} of them not ok",
+            hint="add --resume to run only what is missing and retry failed runs, --rerun to "
+            "measure every run again as a new attempt (the old ones are kept), or pass another "
+            "--results file",
+        )
+    done = frozenset(k for k, (_, status) in latest.items() if status in DONE_STATUSES)
+    return AttemptPlan(
+        done=done if resume else frozenset(),
+        latest={k: attempt for k, (attempt, _) in latest.items()},
+    )

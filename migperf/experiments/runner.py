@@ -4,10 +4,13 @@
 against the GPUs before anything changes. :class:`ExperimentRunner` then, layout by layout, applies
 the layout through the transactional partition manager, runs each planned run
 in its own worker process on its MIG device, and stores each result as soon as
-it finishes. Whatever happens (a crash, Ctrl-C, SIGTERM) the original layouts
-are restored at the end; a SIGKILL leaves the experiment journal
-(:mod:`migperf.experiments.journal`), and the next ``migperf run`` of the same
-config restores from it and, with ``--resume``, runs only what is missing.
+it finishes. The plan's GPUs are leased for the whole run
+(:func:`migperf.mig.apply.hold_gpus`), so no other migperf command changes
+them meanwhile. Whatever happens (a crash, Ctrl-C, SIGTERM, SIGHUP) the
+original layouts are restored at the end, and a second signal does not cut
+the restore short; a SIGKILL leaves the layouts found recorded per GPU, and
+the next migperf command that leases one of those GPUs puts them back, whatever
+config it runs. ``--resume`` then runs only what is missing.
 
 Read-only mode is enforced here too, not only by the CLI: planning a run
 that changes layouts, or running such a plan, raises
@@ -21,20 +24,27 @@ import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from migperf.errors import MigperfError
 from migperf.experiments.events import Event
-from migperf.experiments.journal import ExperimentJournal
 from migperf.experiments.planning import ExperimentPlan, changes_layouts, refuse_read_only
-from migperf.experiments.records import RecordContext, failure_records, run_record
+from migperf.experiments.records import (
+    AttemptPlan,
+    RecordContext,
+    failure_records,
+    plan_attempts,
+    run_record,
+)
 from migperf.experiments.sweep import CURRENT, Member, RunPlan, Slot
 from migperf.mig.apply import converge
+from migperf.mig.hold import GpuHold, hold_gpus
 from migperf.mig.snapshot import MigSnapshot, take_snapshot
 from migperf.nvml.facade import Nvml
-from migperf.results.store import RecordSink
+from migperf.procs import STOP_SIGNALS, signals_deferred
+from migperf.results.store import RecordSink, RunRecord
 
 if TYPE_CHECKING:
     from migperf.bench.launch import LaunchJob
@@ -51,6 +61,7 @@ class ExperimentReport:
     skipped_existing: int = 0
     failed: int = 0
     interrupted: bool = False
+    signal: int | None = None  # what interrupted it (SIGINT, SIGTERM, SIGHUP)
     restored: bool = False
     wall_s: float = 0.0
     time_s: dict[str, float] = field(
@@ -65,21 +76,26 @@ class ExperimentReport:
 
 
 @contextmanager
-def _signals_interrupt() -> Iterator[None]:
-    """SIGTERM behaves like Ctrl-C: the current run is aborted, the GPU restored."""
+def _signals_interrupt(stopped_by: list[int]) -> Iterator[None]:
+    """Ctrl-C, SIGTERM and SIGHUP all stop the sweep: the current run is aborted, the GPU restored.
+
+    The signal is appended to ``stopped_by`` (so the CLI can exit 128 + its number).
+    """
 
     def handler(signum: int, frame: Any) -> None:
+        stopped_by.append(signum)
         raise KeyboardInterrupt(f"signal {signum}")
 
     try:
-        old = signal.signal(signal.SIGTERM, handler)
+        old = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
     except ValueError:  # not the main thread
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 @dataclass
@@ -102,7 +118,11 @@ class ExperimentRunner:
         plan: From :func:`plan_experiment`.
         store: Where results go (a :class:`~migperf.results.store.ResultsStore`,
             or any :class:`~migperf.results.store.RecordSink`).
-        resume: Skip runs already stored for the same config hash.
+        resume: Skip runs whose latest stored attempt is done (ok, oom,
+            skipped); retry the others as new attempts.
+        rerun: Measure every run again, as new attempts next to the old ones.
+            Without either, a store that already holds runs of this config
+            is refused before anything runs.
         on_event: Called as ``on_event(kind, **info)`` for progress display.
         root: migperf state directory (tests).
 
@@ -117,6 +137,7 @@ class ExperimentRunner:
         store: RecordSink,
         *,
         resume: bool = False,
+        rerun: bool = False,
         on_event: Event | None = None,
         root: Path | None = None,
     ) -> None:
@@ -127,80 +148,110 @@ class ExperimentRunner:
         self.cfg = plan.config
         self.store = store
         self.resume = resume
+        self.rerun = rerun
         self.emit = on_event or (lambda kind, **info: None)
         self.root = root
         self.chash = self.cfg.config_hash()
-        self.journal = ExperimentJournal.for_experiment(nvml, self.chash, root)
         self.records = RecordContext.of(nvml, self.cfg.name, self.chash, plan.gpus)
         self.report = ExperimentReport(planned=len(plan.runs))
+        self.attempts = AttemptPlan(frozenset(), {})
         self._changed: set[int] = set()
-
-    # ------------------------------------------------------------ journal
-
-    def _originals(self) -> dict[int, MigSnapshot | None]:
-        """The layouts to give back: from a killed run's journal, else as found now."""
-        if self.journal.exists():
-            self.emit("recovered", path=str(self.journal.path))
-            recovered = self.journal.read()
-            # A killed run may have left any of these GPUs partitioned, even
-            # when no run is left to do: restore them all at the end.
-            self._changed.update(g for g, snap in recovered.items() if snap is not None)
-            return recovered
-        originals: dict[int, MigSnapshot | None] = {}
-        for gpu in self.plan.gpus:
-            info = self.nvml.gpu(gpu)
-            originals[gpu] = (
-                take_snapshot(self.nvml, gpu) if info.mig_mode and info.mig_mode.current else None
-            )
-        if changes_layouts(self.cfg):
-            self.journal.write(self.cfg.name, originals)
-        return originals
 
     # -------------------------------------------------------------- runs
 
     def run(self) -> ExperimentReport:
         """Execute every planned run; always restore the original layouts when asked to.
 
+        The plan's GPUs are leased for the whole run (another migperf command
+        that would change them is refused), a dead holder's layouts are put
+        back first, and the layouts found are recorded until they are
+        restored, so a SIGKILL leaves them for the next command to put back.
+
         Returns:
-            The report (``interrupted`` when stopped by Ctrl-C or SIGTERM; the
-            results so far are stored either way).
+            The report (``interrupted`` when stopped by Ctrl-C, SIGTERM or
+            SIGHUP; the results so far are stored either way).
+
+        Raises:
+            LockHeldError: another process leases one of the plan's GPUs (nothing ran).
+            UsageError: the store already holds runs of this config and
+                neither ``resume`` nor ``rerun`` says what to do with them.
         """
         t0 = time.monotonic()
-        originals = self._originals()
-        done = self.store.stored_keys(self.chash) if self.resume else set()
-        try:
-            with _signals_interrupt():
-                for li in range(len(self.cfg.layouts)):
-                    self._run_layout(li, originals, done)
-        except KeyboardInterrupt:
-            self.report.interrupted = True
-            self.emit("interrupted")
-        finally:
-            if self.cfg.restore:
-                self._restore(originals)
-            self.report.wall_s = time.monotonic() - t0
+        self.attempts = plan_attempts(
+            self.store.latest_attempts(self.chash),
+            experiment=self.cfg.name,
+            config_hash=self.chash,
+            resume=self.resume,
+            rerun=self.rerun,
+        )
+        done = set(self.attempts.done)
+        with hold_gpus(
+            self.nvml,
+            self.plan.gpus,
+            command=f"migperf run {self.cfg.name}",
+            experiment=self.cfg.name,
+            root=self.root,
+            on_recover=lambda gpu, layout, command: self.emit(
+                "recovered", gpu=gpu, layout=layout.describe(), command=command
+            ),
+        ) as hold:
+            originals: dict[int, MigSnapshot | None] = {}
+            for gpu in self.plan.gpus:
+                info = self.nvml.gpu(gpu)
+                mig_on = bool(info.mig_mode and info.mig_mode.current)
+                originals[gpu] = take_snapshot(self.nvml, gpu) if mig_on else None
+            if changes_layouts(self.cfg):
+                hold.keep_originals({g: s for g, s in originals.items() if s is not None})
+            stopped_by: list[int] = []
+            try:
+                with _signals_interrupt(stopped_by):
+                    for li in range(len(self.cfg.layouts)):
+                        self._run_layout(li, originals, done)
+            except KeyboardInterrupt:
+                self.report.interrupted = True
+                self.report.signal = stopped_by[0] if stopped_by else signal.SIGINT
+                self.emit("interrupted")
+            finally:
+                if self.cfg.restore:
+                    self._restore(originals, hold)
+                else:
+                    # The last layout stays, as asked: nothing is to be put back later.
+                    for gpu in self.plan.gpus:
+                        hold.forget_original(gpu)
+                self.report.wall_s = time.monotonic() - t0
         return self.report
 
-    def _restore(self, originals: dict[int, MigSnapshot | None]) -> None:
+    def _restore(self, originals: dict[int, MigSnapshot | None], hold: GpuHold) -> None:
+        """Put every changed GPU back; a signal meanwhile is noted, not obeyed, until done."""
         t = time.monotonic()
         ok = True
-        for gpu in sorted(self._changed):
-            original = originals.get(gpu)
-            if original is None:
-                continue
-            try:
-                converge(
-                    self.nvml,
-                    gpu,
-                    original,
-                    root=self.root,
-                    command=f"migperf run {self.cfg.name} (restore)",
-                )
-            except MigperfError as exc:
-                ok = False
-                self.emit("restore_failed", gpu=gpu, error=exc.message)
+
+        def on_signal(signum: int) -> None:
+            self.report.interrupted = True
+            self.report.signal = self.report.signal or signum
+            self.emit("restoring", gpus=sorted(self._changed))
+
+        with signals_deferred(on_signal, redeliver=False):
+            for gpu in sorted(self._changed):
+                original = originals.get(gpu)
+                if original is None:
+                    continue
+                try:
+                    converge(
+                        self.nvml,
+                        gpu,
+                        original,
+                        root=self.root,
+                        command=f"migperf run {self.cfg.name} (restore)",
+                    )
+                except MigperfError as exc:
+                    ok = False
+                    self.emit("restore_failed", gpu=gpu, error=exc.message)
+                    continue
+                hold.forget_original(gpu)
         if ok:
-            self.journal.remove()
+            for gpu in self.plan.gpus:
+                hold.forget_original(gpu)
         self.report.restored = ok
         self.report.time_s["partition"] += time.monotonic() - t
         self.emit("restored", ok=ok, gpus=sorted(self._changed))
@@ -460,8 +511,9 @@ class ExperimentRunner:
 
     # -------------------------------------------------------------- store
 
-    def _store(self, rec: Any, role: str, status: str) -> None:
+    def _store(self, rec: RunRecord, role: str, status: str) -> None:
         t = time.monotonic()
+        rec = replace(rec, attempt=self.attempts.attempt(rec.run_key))
         # The report counts measured jobs; neighbors are stored but not counted.
         if self.store.record(rec) is not None and role == "job":
             if status == "ok":

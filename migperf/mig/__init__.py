@@ -1,4 +1,4 @@
-"""MIG partitioning: layouts, the placement solver, transactional apply, mig-parted configs.
+"""MIG partitioning: layouts, the placement solver, GPU leases, transactional apply, mig-parted.
 
 The Python API with the CLI's powers::
 
@@ -17,10 +17,13 @@ from migperf.mig.apply import (
     ApplyResult,
     RollbackFailedError,
     RolledBackError,
+    apply_targets,
     converge,
     empty_target,
     restore,
 )
+from migperf.mig.hold import GpuHold, GpuStatus, gpu_status, hold_gpus
+from migperf.mig.journal import JournalCorruptError
 from migperf.mig.layout import LayoutSpec, parse_layout
 from migperf.mig.manager import apply_layout, apply_layout_scoped, target_for_layout
 from migperf.mig.snapshot import MigSnapshot, take_snapshot
@@ -28,6 +31,9 @@ from migperf.mig.solver import MigGeometry, check_layout, enumerate_maximal_layo
 
 __all__ = [
     "ApplyResult",
+    "GpuHold",
+    "GpuStatus",
+    "JournalCorruptError",
     "LayoutSpec",
     "MigGeometry",
     "MigSnapshot",
@@ -35,10 +41,13 @@ __all__ = [
     "RolledBackError",
     "apply_layout",
     "apply_layout_scoped",
+    "apply_targets",
     "check_layout",
     "converge",
     "empty_target",
     "enumerate_maximal_layouts",
+    "gpu_status",
+    "hold_gpus",
     "parse_layout",
     "restore",
     "solve_layout",

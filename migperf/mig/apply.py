@@ -1,12 +1,19 @@
-"""Changing a GPU's MIG layout as a transaction.
+"""Changing a GPU's MIG layout as a transaction, under the GPU's lease.
 
-``converge`` is the one way migperf changes instances: take the GPU's lock,
-replay any journal a crash left, snapshot the current state, write the
-journal, destroy and create with explicit placements, verify that the GPU now
-holds exactly the target, and clear the journal. If anything fails (an NVML
-error, a failed verification, Ctrl-C), it rolls back to the snapshot before
-re-raising, so the GPU is never left half-partitioned. Only a rollback that
-itself fails leaves the journal for ``migperf mig restore``.
+``converge`` is the one way migperf changes instances: lease the GPU
+(:mod:`migperf.mig.lease`; a lease this process already holds nests), put
+back what a dead holder left (its journals), snapshot the current state,
+write the journal, destroy and create with explicit placements, verify that
+the GPU now holds exactly the target, and clear the journal. If anything
+fails (an NVML error, a failed verification, Ctrl-C), it rolls back to the
+snapshot before re-raising, so the GPU is never left half-partitioned; a
+rollback or restore is not cut short by a second Ctrl-C. Only a rollback
+that itself fails leaves the journal for ``migperf mig restore``.
+
+:func:`~migperf.mig.hold.hold_gpus` leases several GPUs for a longer change
+(an experiment, ``plan --verify``, :func:`apply_targets` on several GPUs)
+and records the layouts it found, so a SIGKILLed holder's GPUs are all put
+back by the next command that leases any of them.
 """
 
 from __future__ import annotations
@@ -17,9 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from migperf.errors import GpuInUseError, MigNotSupportedError, MigperfError
-from migperf.mig.journal import GpuLock, Journal
+from migperf.mig.hold import hold_gpus, lease_gpu
+from migperf.mig.journal import Journal, OriginalLayout
+from migperf.mig.lease import leases
+from migperf.mig.recovery import busy_instances, check_recorded_layout, recover, rollback
 from migperf.mig.snapshot import MigSnapshot, Step, execute_steps, plan_changes, take_snapshot
 from migperf.nvml.facade import Nvml
+from migperf.procs import signals_deferred
 
 
 @dataclass(frozen=True)
@@ -40,39 +51,6 @@ class RolledBackError(MigperfError):
 
 class RollbackFailedError(MigperfError):
     """A change failed and so did the rollback; a journal was left to replay."""
-
-
-def _busy_instances(nvml: Nvml, gpu_index: int, steps: list[Step]) -> list[str]:
-    """Instances the steps would destroy that have running processes."""
-    doomed = {
-        (s.instance.profile_id, s.instance.start, s.instance.size)
-        for s in steps
-        if s.action.startswith("destroy")
-    }
-    if not doomed:
-        return []
-    busy = []
-    for gi in nvml.gpu_instances(gpu_index):
-        if (
-            gi.placement is None
-            or (gi.profile_id, gi.placement.start, gi.placement.size) not in doomed
-        ):
-            continue
-        for ci in gi.compute_instances:
-            if not ci.mig_uuid:
-                continue
-            pids = [p.pid for p in nvml.processes(gpu_index, ci.mig_uuid)]
-            if pids:
-                busy.append(
-                    f"{gi.profile} at {gi.placement} (GI {gi.gi_id}): PID {', '.join(map(str, pids))}"
-                )
-    return busy
-
-
-def _rollback(nvml: Nvml, gpu_index: int, to: MigSnapshot) -> None:
-    execute_steps(nvml, gpu_index, plan_changes(take_snapshot(nvml, gpu_index), to))
-    if not take_snapshot(nvml, gpu_index).same_layout(to):
-        raise MigperfError(f"GPU {gpu_index} does not match the snapshot after rollback")
 
 
 def converge(
@@ -118,7 +96,7 @@ def converge(
             f"MIG mode is disabled on GPU {gpu_index} ({info.name})",
             hint=f"enable it first with `migperf mig enable --gpu {gpu_index}` (nvidia-smi -i {gpu_index} -mig 1)",
         )
-    journal = Journal(info.uuid, root, nvml.machine)
+    journal = Journal(info.uuid, root, nvml.machine, gpu_index)
     if dry_run:
         pending = journal.read()
         before = pending.before if pending else take_snapshot(nvml, gpu_index)
@@ -126,11 +104,13 @@ def converge(
         return ApplyResult(gpu_index, before, target, tuple(steps), dry_run=True)
     if nvml.read_only:
         nvml.require_writable(f"change the MIG layout of GPU {gpu_index}")
-    with GpuLock(info.uuid, gpu_index, root, nvml.machine):
-        recovered = None
+    with hold_gpus(nvml, [gpu_index], command=command or "migperf", root=root) as hold:
+        recovered = hold.recovered.get(gpu_index)
         pending = journal.read()
         if pending is not None:
-            _rollback(nvml, gpu_index, pending.before)
+            # A change of this very process that failed to roll back.
+            check_recorded_layout(nvml, gpu_index, pending.before, journal.path)
+            rollback(nvml, gpu_index, pending.before)
             journal.clear()
             recovered = pending.before
         before = take_snapshot(nvml, gpu_index)
@@ -138,7 +118,7 @@ def converge(
         if not steps:
             return ApplyResult(gpu_index, before, before, (), dry_run=False, recovered=recovered)
         if not force:
-            busy = _busy_instances(nvml, gpu_index, steps)
+            busy = busy_instances(nvml, gpu_index, steps)
             if busy:
                 raise GpuInUseError(
                     f"refusing to destroy instances on GPU {gpu_index} that have running processes: "
@@ -160,7 +140,7 @@ def converge(
                 else (type(exc).__name__ + (f": {exc}" if str(exc) else ""))
             )
             try:
-                _rollback(nvml, gpu_index, before)
+                rollback(nvml, gpu_index, before)
             except BaseException as rb_exc:  # noqa: BLE001 - any failure keeps the journal
                 rb = rb_exc.message if isinstance(rb_exc, MigperfError) else repr(rb_exc)
                 raise RollbackFailedError(
@@ -183,29 +163,56 @@ def converge(
         )
 
 
-def restore(nvml: Nvml, gpu_index: int, *, root: Path | None = None) -> ApplyResult | None:
-    """Replay the journal a crashed change left on GPU ``gpu_index``.
+def restore(
+    nvml: Nvml,
+    gpu_index: int,
+    *,
+    root: Path | None = None,
+    discard: bool = False,
+    command: str = "migperf mig restore",
+) -> ApplyResult | None:
+    """Put back the layout an interrupted command left recorded on GPU ``gpu_index``.
+
+    Args:
+        nvml: Open NVML.
+        gpu_index: The GPU.
+        root: migperf's state directory (tests).
+        discard: Remove the journals instead of applying them (for one that
+            cannot be used, or a layout that is fine as it is).
+        command: Recorded as the lease holder.
 
     Returns:
-        What was done, or None when there is no journal.
+        What was done, or None when nothing was recorded.
+
+    Raises:
+        LockHeldError: another process holds the GPU's lease (a running command's
+            journals are not left over: they are still in use).
+        JournalCorruptError: a journal cannot be used (nothing is changed).
     """
     info = nvml.gpu(gpu_index)
-    journal = Journal(info.uuid, root, nvml.machine)
-    pending = journal.read()
-    if pending is None:
+    journals = (
+        Journal(info.uuid, root, nvml.machine, gpu_index),
+        OriginalLayout(info.uuid, root, nvml.machine, gpu_index),
+    )
+    if not any(j.path.exists() for j in journals):
         return None
-    if nvml.read_only:
-        nvml.require_writable(f"restore the MIG layout of GPU {gpu_index}")
-    with GpuLock(info.uuid, gpu_index, root, nvml.machine):
-        pending = journal.read()
-        if pending is None:
+    nvml.require_writable(f"restore the MIG layout of GPU {gpu_index}")
+    before = take_snapshot(nvml, gpu_index)
+    lease = lease_gpu(nvml, gpu_index, command=command, root=root)
+    with leases([lease]):
+        if discard:
+            for j in journals:
+                j.clear()
+            return ApplyResult(gpu_index, before, before, (), dry_run=False)
+        restored = recover(nvml, gpu_index, root=root) if lease.fresh else None
+        if restored is None:
             return None
-        before = take_snapshot(nvml, gpu_index)
-        steps = plan_changes(before, pending.before)
-        _rollback(nvml, gpu_index, pending.before)
-        journal.clear()
         return ApplyResult(
-            gpu_index, before, take_snapshot(nvml, gpu_index), tuple(steps), dry_run=False
+            gpu_index,
+            before,
+            take_snapshot(nvml, gpu_index),
+            tuple(plan_changes(before, restored)),
+            dry_run=False,
         )
 
 
@@ -229,17 +236,87 @@ def applied(
     The benchmark runner uses this so that a sweep always gives the GPU back as
     it found it, also when the block raises or is interrupted.
     """
-    result = converge(
-        nvml, gpu_index, target, force=force, root=root, command="migperf (scoped layout)"
-    )
-    try:
-        yield result
-    finally:
-        converge(
-            nvml,
-            gpu_index,
-            result.before,
-            force=force,
-            root=root,
-            command="migperf (restore scoped layout)",
+    with hold_gpus(nvml, [gpu_index], command="migperf (scoped layout)", root=root) as hold:
+        hold.keep_originals({gpu_index: take_snapshot(nvml, gpu_index)})
+        result = converge(
+            nvml, gpu_index, target, force=force, root=root, command="migperf (scoped layout)"
         )
+        try:
+            yield result
+        finally:
+            with signals_deferred():
+                converge(
+                    nvml,
+                    gpu_index,
+                    result.before,
+                    force=force,
+                    root=root,
+                    command="migperf (restore scoped layout)",
+                )
+            hold.forget_original(gpu_index)
+
+
+def apply_targets(
+    nvml: Nvml,
+    targets: list[tuple[int, MigSnapshot]],
+    *,
+    force: bool = False,
+    command: str,
+    root: Path | None = None,
+    on_applied: Callable[[ApplyResult], None] | None = None,
+    on_undone: Callable[[ApplyResult], None] | None = None,
+) -> list[ApplyResult]:
+    """Partition several GPUs as one transaction: every GPU changed, or every GPU as it was.
+
+    All GPUs are leased first and their layouts recorded, so a crash or
+    SIGKILL while changing the second GPU leaves every GPU to be put back by
+    the next command that leases any of them, not only the one in flight.
+
+    Args:
+        nvml: Open NVML.
+        targets: (GPU, the state it should hold), in the order to change them.
+        force: Destroy instances even if processes run on them.
+        command: Recorded with the lease and the journals.
+        root: migperf's state directory (tests).
+        on_applied: Told of each GPU changed.
+        on_undone: Told of each GPU put back after a later GPU failed.
+
+    Returns:
+        One result per GPU, in order.
+
+    Raises:
+        LockHeldError: another process holds a GPU's lease (nothing changed).
+        MigperfError: a GPU could not be changed; the GPUs already changed were
+            put back (see :func:`converge` for the kinds).
+    """
+    gpus = [g for g, _ in targets]
+    with hold_gpus(nvml, gpus, command=command, root=root) as hold:
+        hold.keep_originals({g: take_snapshot(nvml, g) for g in gpus})
+        done: list[ApplyResult] = []
+        try:
+            for gpu, target in targets:
+                result = converge(nvml, gpu, target, force=force, command=command, root=root)
+                done.append(result)
+                if on_applied is not None:
+                    on_applied(result)
+        except BaseException:
+            with signals_deferred():
+                for result in reversed(done):
+                    if result.steps:
+                        converge(
+                            nvml,
+                            result.gpu_index,
+                            result.before,
+                            force=True,
+                            command=f"{command} (undo)",
+                            root=root,
+                        )
+                        if on_undone is not None:
+                            on_undone(result)
+            # Every GPU is as it was (an undo that failed raised above, keeping the records).
+            for gpu in gpus:
+                hold.forget_original(gpu)
+            raise
+        for gpu in gpus:
+            hold.forget_original(gpu)
+        return done

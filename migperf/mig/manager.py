@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from migperf.errors import InsufficientResourcesError
+from migperf.errors import InsufficientResourcesError, UsageError
 from migperf.mig.apply import ApplyResult, applied, converge
 from migperf.mig.layout import (
     LayoutSpec,
@@ -104,9 +104,15 @@ def target_for_layout(nvml: Nvml, gpu_index: int, layout: LayoutSpec | str) -> M
     them; otherwise everything is placed afresh.
 
     Raises:
-        UsageError: malformed layout or unknown profile.
+        UsageError: empty or malformed layout, or unknown profile.
         InsufficientResourcesError: no placement exists; the message says why.
     """
+    if isinstance(layout, str) and not layout.strip():
+        # An unset shell variable must not read as "no instances at all".
+        raise UsageError(
+            f"the layout for GPU {gpu_index} is empty: it would destroy every instance",
+            hint=f"to destroy every instance on purpose, run `migperf mig reset --gpu {gpu_index}`",
+        )
     resolved, geometry = resolve_for_gpu(nvml, gpu_index, layout)
     current = take_snapshot(nvml, gpu_index)
     pinned = _pin_to_current(resolved, current)

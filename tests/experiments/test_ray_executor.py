@@ -285,7 +285,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         lc.shutdown()
 
 
-def run_series(
+def run_sweep(
     cfg: Any,
     db: Path,
     *,
@@ -318,7 +318,7 @@ def test_a_sweep_runs_each_model_on_its_nodes_and_stores_every_run_once(
     cfg = config("spread", "[1, 2]")
     db = tmp_path / "r.db"
     events: list[tuple[str, dict[str, Any]]] = []
-    plan, report = run_series(cfg, db, on_event=lambda kind, **info: events.append((kind, info)))
+    plan, report = run_sweep(cfg, db, on_event=lambda kind, **info: events.append((kind, info)))
     got = rows(db)
     by_node = {n.node_id: n for n in cluster.nodes}
     assert len(got) == 4 == len(plan.runs) == report.stored
@@ -368,7 +368,7 @@ def test_ctrl_c_stops_every_node_and_restores_it(cluster: LocalCluster, tmp_path
             raise KeyboardInterrupt
 
     db = tmp_path / "r.db"
-    plan, report = run_series(config("stop", "[1, 2, 3, 4]"), db, on_event=interrupt)
+    plan, report = run_sweep(config("stop", "[1, 2, 3, 4]"), db, on_event=interrupt)
     assert report.interrupted
     assert 1 <= len(rows(db)) < len(plan.runs) == 8
     assert all(r["status"] == "ok" for r in rows(db))
@@ -455,7 +455,7 @@ def test_a_lost_node_fails_its_current_run_and_its_other_runs_move(
 
     db = tmp_path / "r.db"
     cfg = config("lost", "[1, 2, 3]")
-    plan, report = run_series(cfg, db, on_event=crash)
+    plan, report = run_sweep(cfg, db, on_event=crash)
     a100 = next(n for n in removed if n is not a30)
     survivor = next(n for n in cluster.nodes[:2] if n is not a100)
     assert sorted(n.spec for n in removed) == ["a100-80gb", "a30"]
@@ -484,12 +484,17 @@ def test_a_lost_node_fails_its_current_run_and_its_other_runs_move(
     assert wait_gone(cluster.root, RUNNERS) == []
 
     # The lost machines come back (same GPUs, same state): the next run of the
-    # sweep restores them from their journals and has nothing left to run.
+    # sweep puts their recorded layouts back, skips the 2 runs that were ok and
+    # retries the 4 that failed with their nodes, as second attempts.
     for node in (a100, a30):
         cluster.nodes.remove(node)
         cluster.add(node.spec, node.gpu_name, node.state, node.before)
-    _, again = run_series(cfg, db, resume=True)
-    assert (again.skipped_existing, again.stored, len(rows(db))) == (6, 0, 6)
+    _, again = run_sweep(cfg, db, resume=True)
+    assert (again.skipped_existing, again.stored, len(rows(db))) == (2, 4, 10)
+    con = sqlite3.connect(db)
+    latest = con.execute("SELECT attempt, status FROM latest_runs ORDER BY run_key").fetchall()
+    con.close()
+    assert sorted(latest) == [(1, "ok")] * 2 + [(2, "ok")] * 4
     assert again.restored
     for node in cluster.nodes:
         assert layout_of(node).same_layout(node.before)

@@ -19,7 +19,8 @@ from migperf.mig.apply import (
     empty_target,
     restore,
 )
-from migperf.mig.journal import GpuLock, Journal
+from migperf.mig.journal import Journal
+from migperf.mig.lease import GpuLease
 from migperf.mig.snapshot import (
     ComputeState,
     InstanceState,
@@ -209,7 +210,7 @@ def test_instances_with_processes_are_not_destroyed_without_force(sim_a100_40gb:
 
 def test_a_second_process_gets_the_lock_holder_at_once(sim_a100_40gb: Nvml) -> None:
     uuid = sim_a100_40gb.gpu(0).uuid
-    holder = GpuLock(uuid, 0, machine=sim_a100_40gb.machine)
+    holder = GpuLease(uuid, 0, command="migperf run hold.yaml", machine=sim_a100_40gb.machine)
     holder.acquire()
     try:
         code = (
@@ -221,7 +222,9 @@ def test_a_second_process_gets_the_lock_holder_at_once(sim_a100_40gb: Nvml) -> N
         proc = subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
         )
-        assert f"GPU 0 is being reconfigured by PID {os.getpid()}" in proc.stderr
+        # The refusal names the holder: its PID and what it runs.
+        assert f"GPU 0 is leased by PID {os.getpid()}" in proc.stderr
+        assert "`migperf run hold.yaml`" in proc.stderr
     finally:
         holder.release()
 

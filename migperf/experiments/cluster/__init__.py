@@ -34,7 +34,7 @@ belongs to) and uses every node that declares the custom resource
   the driver's polls; after ``heartbeat_timeout_s`` without one they stop
   their runner (which restores the node) and exit. An agent killed outright
   (its node lost) takes its runner and workers with it (Ray ends a worker's
-  child processes); the node's experiment journal then restores its layouts
+  child processes); the layouts its runner recorded per GPU are put back by the next migperf command there
   at the next run of the same config there.
 * Keys. A run key names the layout, GPU index, slot, job and point, not the
   GPU model, so a sweep has the same keys locally and on a cluster. When two

@@ -25,6 +25,7 @@ from migperf.experiments.cluster.assignment import (
     assign_runs,
 )
 from migperf.experiments.events import Event
+from migperf.experiments.records import plan_attempts
 from migperf.results.store import ResultsStore, RunRecord
 
 __all__ = ["AgentPool", "ClusterSweep", "NodeState", "first_line"]
@@ -80,8 +81,12 @@ class ClusterSweep:
         ex: The executor holding the agents.
         plan: What to run.
         store: The only writer of the results.
-        resume: Skip runs already stored.
+        resume: Skip runs done (see :data:`~migperf.experiments.records.DONE_STATUSES`).
         emit: Progress events.
+        rerun: Measure every run again as new attempts.
+
+    Raises:
+        UsageError: the store holds runs of this config and neither flag is set.
     """
 
     def __init__(
@@ -91,6 +96,7 @@ class ClusterSweep:
         store: ResultsStore,
         resume: bool,
         emit: Event,
+        rerun: bool = False,
     ) -> None:
         self.ex = ex
         self.ray = ex.ray
@@ -99,8 +105,15 @@ class ClusterSweep:
         self.emit = emit
         self.config = plan.config.model_dump(mode="json")
         chash = plan.config.config_hash()
-        stored = store.stored_keys(chash) if resume else set()
-        self.todo = [r for r in plan.runs.values() if not set(r.member_keys) <= stored]
+        self.attempts = plan_attempts(
+            store.latest_attempts(chash),
+            experiment=plan.config.name,
+            config_hash=chash,
+            resume=resume,
+            rerun=rerun,
+        )
+        done = self.attempts.done
+        self.todo = [r for r in plan.runs.values() if not set(r.member_keys) <= done]
         self.report = ClusterReport(
             planned=len(plan.runs), skipped_existing=len(plan.runs) - len(self.todo)
         )
@@ -285,7 +298,7 @@ class ClusterSweep:
         st = self.states[nid]
         params = dict(rec.params or {})
         params["node"] = {"executor": "ray", "node_id": nid, "host": st.node.host}
-        rec = replace(rec, params=params)
+        rec = replace(rec, params=params, attempt=self.attempts.attempt(rec.run_key))
         if self.store.record(rec) is None or params.get("role") == "neighbor":
             return
         if rec.status == "ok":

@@ -21,7 +21,7 @@ module, and nothing else touches the GPUs:
 
 Why a process, not a thread of the agent: stopping is then exactly the local
 runner's SIGTERM path (the current run is aborted, its workers killed, the
-node's layouts restored, the experiment journal kept until they are), and a
+node's layouts restored, the layouts found kept on disk until they are), and a
 runner that loses its agent (stdin closes) stops the same way instead of
 running on unattended.
 """
@@ -41,10 +41,10 @@ from typing import IO, Any
 from migperf.errors import ConfigError, MigperfError
 from migperf.experiments.config import ExperimentConfig
 from migperf.experiments.events import event_message
-from migperf.experiments.journal import ExperimentJournal
 from migperf.experiments.planning import ExperimentPlan, plan_experiment
 from migperf.experiments.records import RecordContext, failure_records
 from migperf.experiments.runner import ExperimentRunner
+from migperf.mig.journal import OriginalLayout
 from migperf.results.store import RunRecord
 
 __all__ = ["MODULE", "StreamingStore", "describe_node", "main", "node_model", "subset_plan"]
@@ -109,10 +109,14 @@ def describe_node(
     try:
         out["simulated"] = nvml.simulated
         out["machine"] = nvml.machine
-        # A runner of this config killed here (its node lost) left its
-        # journal: the node's layouts are restored by the next runner here.
-        journal = ExperimentJournal.for_experiment(nvml, cfg.config_hash())
-        out["journal"] = str(journal.path) if journal.exists() else None
+        # A runner killed here (its node lost) left the layouts it found: the
+        # next runner here puts them back, so the node needs one even with no runs.
+        journals = [
+            OriginalLayout(nvml.gpu(index).uuid, None, nvml.machine, index)
+            for index in range(nvml.gpu_count())
+        ]
+        pending = [str(j.path) for j in journals if j.exists()]
+        out["journal"] = pending[0] if pending else None
         for index in range(nvml.gpu_count()):
             info = nvml.gpu(index)
             out["gpus"].append(
@@ -199,6 +203,10 @@ class StreamingStore:
         """Nothing is stored here (the driver skips stored runs before it assigns them)."""
         return set()
 
+    def latest_attempts(self, config_hash: str) -> dict[str, tuple[int, str]]:
+        """Nothing is stored here: the driver numbers the attempts when it stores them."""
+        return {}
+
 
 def _claim_stdout() -> IO[str]:
     """The protocol stream; anything else printed to stdout goes to stderr instead."""
@@ -278,7 +286,8 @@ def main() -> int:
             sub, missing = subset_plan(plan, request["keys"])
             if missing:
                 store.send({"type": "missing", "keys": missing})
-            runner = ExperimentRunner(nvml, sub, store, on_event=on_event)
+            # The driver decided what to run and numbers the attempts: run all it sent.
+            runner = ExperimentRunner(nvml, sub, store, rerun=True, on_event=on_event)
             phase["value"] = "running"
             report = runner.run()
             phase["value"] = "done"

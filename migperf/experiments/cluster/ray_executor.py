@@ -288,6 +288,7 @@ class RayExecutor(Executor[ClusterPlan]):
         store: ResultsStore,
         *,
         resume: bool = False,
+        rerun: bool = False,
         on_event: Event | None = None,
     ) -> ClusterReport:
         """Run the plan on its nodes; store each result as it arrives (see the module docstring).
