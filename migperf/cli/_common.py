@@ -106,11 +106,39 @@ def report_error(exc: MigperfError) -> None:
 
 
 class MigperfGroup(TyperGroup):
-    """Top-level command group: the one place library errors become exit codes."""
+    """Top-level command group: the one place library errors and stop signals become exit codes.
+
+    SIGTERM and SIGHUP stop a command the way Ctrl-C does (a layout change in
+    flight is rolled back, a run restores its layouts), and the exit code says
+    which signal it was: 128 + its number, as a shell reports it.
+    """
 
     def invoke(self, ctx: Any) -> Any:
+        import signal
+
+        stopped: list[int] = []
+
+        def stop(signum: int, frame: Any) -> None:
+            stopped.append(signum)
+            raise KeyboardInterrupt(f"signal {signum}")
+
+        try:
+            old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
+        except ValueError:  # not the main thread (embedded use): leave signals alone
+            old = {}
         try:
             return super().invoke(ctx)
         except MigperfError as exc:
             report_error(exc)
             raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            signum = stopped[0] if stopped else int(signal.SIGINT)
+            stderr().print(
+                f"migperf stopped ({signal.Signals(signum).name}); a layout change in flight "
+                "was rolled back",
+                markup=False,
+            )
+            raise typer.Exit(128 + signum) from None
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)

@@ -206,3 +206,23 @@ def test_a_restore_is_not_cut_short_by_more_signals() -> None:
     assert finished and got == [signal.SIGINT, signal.SIGTERM] == seen
     with pytest.raises(KeyboardInterrupt), signals_deferred():
         os.kill(os.getpid(), signal.SIGINT)  # delivered once the block is done
+
+
+def test_sigterm_during_mig_apply_rolls_back_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    import migperf.mig.apply as apply_module
+
+    with open_nvml("a100-80gb") as nvml:
+        apply_layout(nvml, 0, "1g.10gb*4")
+    before = layout("a100-80gb")
+    real = apply_module.execute_steps
+
+    def killed_midway(nvml, gpu_index, steps, on_step=None):  # type: ignore[no-untyped-def]
+        real(nvml, gpu_index, steps[:1], on_step)  # one step done, then the operator's kill
+        os.kill(os.getpid(), signal.SIGTERM)
+        real(nvml, gpu_index, steps[1:], on_step)
+
+    monkeypatch.setattr(apply_module, "execute_steps", killed_midway)
+    code, _, err = run("--simulate", "a100-80gb", "mig", "apply", "7g.80gb", "--gpu", "0")
+    assert code == 143
+    assert "SIGTERM" in err and "rolled back" in err
+    assert layout("a100-80gb") == before
