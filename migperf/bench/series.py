@@ -43,9 +43,14 @@ def parse_batch_sizes(text: str) -> list[int]:
         part = part.strip()
         if not part:
             continue
-        if not part.isdigit() or int(part) < 1:
+        # isascii: str.isdigit() and int() also take "٣" (Arabic-Indic three) and
+        # "３"; the length cap keeps int() from a 5,000-digit string.
+        if not (part.isascii() and part.isdigit()) or len(part) > 9 or int(part) < 1:
+            # A pasted megabyte is not quoted back whole.
+            whole = text if len(text) <= 60 else text[:50] + "..."
+            shown = part if len(part) <= 20 else part[:12] + "..."
             raise UsageError(
-                f"--batch-size {text!r}: {part!r} is not a positive integer",
+                f"--batch-size {whole!r}: {shown!r} is not a positive integer",
                 hint="give a comma-separated list, e.g. --batch-size 1,8,32",
             )
         sizes.add(int(part))

@@ -40,13 +40,20 @@ shared job alone on its slot, so interference (normalized progress, STP,
 ANTT, p99 inflation) can be computed from the store.
 
 Unknown keys, wrong types and impossible values are errors; every problem in
-the file is reported at once, each as ``file:line: field: problem``.
+the file is reported at once, each as ``file:line: field: problem``. That
+includes what a worker would refuse (a task the workload lacks, a model
+argument it does not have or of the wrong type, a sequence longer than the
+model takes; :mod:`migperf.experiments.jobcheck`), so a config that passes
+``migperf config check`` does not produce ``invalid`` runs. Sizes have
+ceilings: an axis has at most :data:`MAX_AXIS_VALUES` values and an
+experiment at most :data:`MAX_RUNS` runs, refused before anything is expanded.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -55,18 +62,24 @@ from pydantic import Field, field_validator, model_validator
 from migperf.bench.scenario_spec import ScenarioSpec
 from migperf.errors import UsageError
 from migperf.models import StrictModel
-from migperf.yamlsource import read_text, validate_yaml
+from migperf.yamlsource import Problem, read_text, validate_yaml
 
 _HINT = "see `migperf config schema` for every field, and configs/quickstart.yaml for an example"
+
+#: Most runs one experiment may plan (points x repeats x layouts x GPUs x sharing arms):
+#: at a few seconds a run, 10,000 runs are days of GPU time.
+MAX_RUNS = 10_000
+#: Most values one sweep axis may have.
+MAX_AXIS_VALUES = 10_000
 
 
 class RangeSpec(StrictModel):
     """An axis as a range: ``start`` to ``stop`` inclusive, by ``step`` or ``mul``."""
 
-    start: float
-    stop: float
-    step: float | None = Field(None, gt=0)
-    mul: float | None = Field(None, gt=1)
+    start: float = Field(allow_inf_nan=False)
+    stop: float = Field(allow_inf_nan=False)
+    step: float | None = Field(None, gt=0, allow_inf_nan=False)
+    mul: float | None = Field(None, gt=1, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _one_rule(self) -> RangeSpec:
@@ -76,19 +89,65 @@ class RangeSpec(StrictModel):
             raise ValueError("stop is below start")
         if self.mul is not None and self.start <= 0:
             raise ValueError("a multiplicative range needs start > 0")
+        n = self.count()
+        if n > MAX_AXIS_VALUES:
+            raise ValueError(
+                f"the range has {_many(n)} values; an axis may have at most {MAX_AXIS_VALUES:,} "
+                "(use a larger step or mul)"
+            )
         return self
 
+    def count(self) -> int:
+        """How many values :meth:`values` gives, computed without listing them."""
+        top = self.stop * (1 + 1e-9)
+        if self.step is not None:
+            q = (top - self.start) / self.step
+        else:
+            q = math.log(top / self.start) / math.log(self.mul or 2) if top >= self.start else -1
+        # A float quotient can be astronomically large (step 1e-300): cap it, do not int() inf.
+        return int(min(q, 1e18)) + 1 if q >= 0 else 0
+
     def values(self) -> list[float]:
-        """The axis values, ``start`` first; at most 10,000."""
+        """The axis values, ``start`` first; at most :data:`MAX_AXIS_VALUES` (validation refuses more)."""
         out: list[float] = []
         v = self.start
-        while v <= self.stop * (1 + 1e-9) and len(out) < 10_000:
+        while v <= self.stop * (1 + 1e-9) and len(out) < MAX_AXIS_VALUES:
             out.append(v)
             v = v + self.step if self.step is not None else v * (self.mul or 2)
         return out
 
 
 AxisValues = list[Any] | RangeSpec
+
+
+def _many(n: int) -> str:
+    return f"{n:,}" if n < 10**15 else f"about {n:.1e}"
+
+
+def _positive_int(x: Any) -> bool:
+    """Whether a sweep value is a whole number >= 1 (a number, or ASCII digits as text)."""
+    if isinstance(x, str):
+        # float() reads "٣" (Arabic-Indic three) as 3.0; a config means what it shows.
+        if not x.isascii():
+            return False
+        try:
+            x = float(x)
+        except ValueError:
+            return False
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return False
+    return math.isfinite(x) and float(x).is_integer() and x >= 1
+
+
+def axis_values(values: AxisValues) -> list[Any]:
+    """An axis's values (a range listed); ints for whole floats."""
+    vals = values.values() if isinstance(values, RangeSpec) else list(values)
+    return [int(v) if isinstance(v, float) and v.is_integer() else v for v in vals]
+
+
+def axis_count(values: AxisValues) -> int:
+    """How many values an axis has, without listing a range."""
+    return values.count() if isinstance(values, RangeSpec) else len(values)
 
 
 class StopSpec(StrictModel):
@@ -98,6 +157,16 @@ class StopSpec(StrictModel):
     min_iterations: int = Field(10, ge=1)
     min_duration_s: float = Field(5.0, ge=0)
     max_duration_s: float = Field(60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _order(self) -> StopSpec:
+        # The worker's spec refuses this too; every run would come back invalid.
+        if self.max_duration_s < self.min_duration_s:
+            raise ValueError(
+                f"max_duration_s ({self.max_duration_s:g}) is below min_duration_s "
+                f"({self.min_duration_s:g})"
+            )
+        return self
 
 
 class TelemetrySpec(StrictModel):
@@ -168,12 +237,17 @@ class JobSpec(StrictModel):
                     f"cannot sweep {axis!r}: sweepable axes are batch_size, seq_len, "
                     f"model_args.<field>, {' and '.join(SCENARIO_AXES)}"
                 )
+            if axis_count(values) > MAX_AXIS_VALUES:
+                raise ValueError(
+                    f"axis {axis!r} has {axis_count(values):,} values; at most "
+                    f"{MAX_AXIS_VALUES:,} are allowed"
+                )
             vals = values.values() if isinstance(values, RangeSpec) else values
             if not vals:
                 raise ValueError(f"axis {axis!r} has no values")
             if axis in ("batch_size", "seq_len"):
                 for x in vals:
-                    if isinstance(x, bool) or not float(x).is_integer() or int(x) < 1:
+                    if not _positive_int(x):
                         raise ValueError(f"{axis} value {x!r} is not a positive integer")
             if axis in SCENARIO_AXES:
                 for x in vals:
@@ -361,14 +435,97 @@ def json_schema() -> dict[str, Any]:
     return ExperimentConfig.model_json_schema()
 
 
+def job_point_count(job: JobSpec) -> int:
+    """How many points a job's sweep has (the product of its axes), without expanding it."""
+    return math.prod(axis_count(v) for v in job.sweep.values())
+
+
+def run_estimate(cfg: ExperimentConfig) -> tuple[int, str]:
+    """The fewest runs ``cfg`` can make, and how that number is made up.
+
+    A lower bound: each GPU's layouts may hold several chosen slots
+    (``instances: each``), and ``gpus: all`` counts one GPU here; the sweep's
+    expansion on real GPUs checks the exact number again.
+    """
+    points = sum(job_point_count(j) for j in cfg.jobs)
+    gpus = 1 if cfg.gpus == "all" else max(len(cfg.gpus), 1)
+    factors = [
+        (points, "sweep point"),
+        (cfg.repeats, "repeat"),
+        (len(cfg.layouts), "layout"),
+        (gpus, "GPU"),
+        (len(cfg.sharing), "sharing arm"),
+    ]
+    total = math.prod(n for n, _ in factors)
+    how = " x ".join(f"{_many(n)} {word}{'' if n == 1 else 's'}" for n, word in factors)
+    return total, how
+
+
+def _too_many(cfg: ExperimentConfig) -> Problem | None:
+    total, how = run_estimate(cfg)
+    if total <= MAX_RUNS:
+        return None
+    # Point at the biggest factor: the repeats, or the job with the largest sweep.
+    biggest = max(range(len(cfg.jobs)), key=lambda i: job_point_count(cfg.jobs[i]))
+    loc: tuple[Any, ...] = ("repeats",)
+    if job_point_count(cfg.jobs[biggest]) > cfg.repeats:
+        loc = ("jobs", biggest, "sweep")
+    return (
+        loc,
+        f"the experiment would make at least {_many(total)} runs ({how}); at most "
+        f"{MAX_RUNS:,} are allowed: shrink the sweep, the repeats or the layouts, or split "
+        "the experiment into several files",
+    )
+
+
+def _job_checks(where: tuple[Any, ...], job: JobSpec) -> list[Problem]:
+    from migperf.experiments.jobcheck import job_problems
+
+    if job_point_count(job) > MAX_RUNS:
+        return []  # the run ceiling reports it; its points are not listed
+    axes = {axis: axis_values(v) for axis, v in job.sweep.items()}
+    return [(where + loc, msg) for loc, msg in job_problems(job, axes)]
+
+
+def _checks(data: dict[str, Any], cfg: ExperimentConfig | None) -> list[Problem]:
+    """What the schema cannot see: the run ceiling, and what workers would refuse."""
+    out: list[Problem] = []
+    if cfg is not None:
+        too_many = _too_many(cfg)
+        if too_many is not None:
+            out.append(too_many)
+        jobs = [(("jobs", i), j) for i, j in enumerate(cfg.jobs)]
+        jobs += [(("neighbors", i), j) for i, j in enumerate(cfg.neighbors)]
+    else:
+        # The file has other problems; still check each job that is valid on its own.
+        jobs = []
+        for key in ("jobs", "neighbors"):
+            raw = data.get(key)
+            for i, item in enumerate(raw if isinstance(raw, list) else []):
+                try:
+                    jobs.append(((key, i), JobSpec.model_validate(item)))
+                except ValueError:
+                    continue
+    for where, job in jobs:
+        out += _job_checks(where, job)
+    return out
+
+
 def parse_config(text: str, source: str = "<config>") -> ExperimentConfig:
     """Validate experiment YAML text.
 
+    Beyond the schema this checks the run ceiling (:data:`MAX_RUNS`) and
+    everything a worker would refuse in a job (see
+    :mod:`migperf.experiments.jobcheck`), without importing torch.
+
     Raises:
-        ConfigError: not YAML, or any field invalid; the message lists every
-            problem as ``source:line: field: problem``.
+        ConfigError: not YAML, over a limit of the YAML reader, any field
+            invalid, too many runs, or a job its workers would refuse; the
+            message lists every problem as ``source:line: field: problem``.
     """
-    return validate_yaml(text, source, ExperimentConfig, kind="an experiment file", hint=_HINT)
+    return validate_yaml(
+        text, source, ExperimentConfig, kind="an experiment file", hint=_HINT, checks=_checks
+    )
 
 
 def load_config(path: Path) -> ExperimentConfig:

@@ -23,13 +23,16 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from migperf.errors import ConfigError
 from migperf.experiments.config import (
+    MAX_RUNS,
     SCENARIO_AXES,
     ExperimentConfig,
     InstancesSpec,
     JobSpec,
-    RangeSpec,
     SharingArm,
+    axis_values,
+    job_point_count,
 )
 from migperf.mig.snapshot import MigSnapshot
 
@@ -174,11 +177,6 @@ def choose_slots(
     ]
 
 
-def _axis(values: list[Any] | RangeSpec) -> list[Any]:
-    vals = values.values() if isinstance(values, RangeSpec) else list(values)
-    return [int(v) if isinstance(v, float) and v.is_integer() else v for v in vals]
-
-
 def job_points(job: JobSpec) -> list[tuple[int, int, dict[str, Any]]]:
     """(batch size, sequence length, model args) for every point of a job's sweep.
 
@@ -197,7 +195,17 @@ def job_points_full(
 
     The scenario is the job's scenario as a dict with swept fields replaced
     (``None`` for a throughput job).
+
+    Raises:
+        ConfigError: the sweep has more than :data:`~migperf.experiments.config.MAX_RUNS`
+            points (counted before anything is expanded).
     """
+    n = job_point_count(job)
+    if n > MAX_RUNS:
+        raise ConfigError(
+            f"the sweep of {job.workload} has {n:,} points; at most {MAX_RUNS:,} runs are allowed",
+            hint="shrink the sweep's axes",
+        )
     axes = list(job.sweep.items())
     base_scenario = (
         job.scenario.model_dump(mode="json", exclude_defaults=True)
@@ -207,7 +215,7 @@ def job_points_full(
     if base_scenario is not None:
         base_scenario["name"] = job.scenario.name if job.scenario is not None else None
     points = []
-    for combo in itertools.product(*[_axis(v) for _, v in axes]) if axes else [()]:
+    for combo in itertools.product(*[axis_values(v) for _, v in axes]) if axes else [()]:
         bs, seq, margs = job.batch_size, job.seq_len, dict(job.model_args)
         scen = dict(base_scenario) if base_scenario is not None else None
         for (axis, _), value in zip(axes, combo, strict=True):
@@ -308,7 +316,20 @@ def expand(
     Args:
         cfg: The config.
         layouts: ``(layout index, GPU index) -> target snapshot`` (None: the GPU as it is, MIG off).
+
+    Raises:
+        ConfigError: the experiment would make more than
+            :data:`~migperf.experiments.config.MAX_RUNS` runs on these GPUs
+            (counted before any run is built).
     """
+    total = count_runs(cfg, layouts)
+    if total > MAX_RUNS:
+        raise ConfigError(
+            f"{cfg.name}: on these GPUs the experiment would make up to {total:,} runs "
+            f"({len(layouts)} layout-GPU pair(s)); at most {MAX_RUNS:,} are allowed",
+            hint="shrink the sweep, the repeats, the layouts, the GPUs or the instances, "
+            "or split the experiment into several files",
+        )
     chash = cfg.config_hash()
     legacy = [a.mode for a in cfg.sharing] == ["exclusive"] and not cfg.neighbors
     runs: list[RunPlan] = []
@@ -386,6 +407,25 @@ def expand(
                                     )
                                 )
     return dedupe(runs)
+
+
+def count_runs(cfg: ExperimentConfig, layouts: dict[tuple[int, int], MigSnapshot | None]) -> int:
+    """An upper bound of ``len(expand(cfg, layouts))``, computed without building a run.
+
+    It counts every baseline as if none were shared or deduplicated.
+    """
+    total = 0
+    for (li, _), snap in layouts.items():
+        slots = slots_of(snap)
+        layout = cfg.layouts[li]
+        arms = [a for a in cfg.sharing if a.layouts is None or layout in a.layouts]
+        for job in cfg.jobs:
+            per_point = 0
+            for arm in arms:
+                for group in _arm_groups(cfg, arm, slots, job.instances):
+                    per_point += 1 + (len(set(group)) if cfg.baselines else 0)
+            total += per_point * job_point_count(job) * cfg.repeats
+    return total
 
 
 def dedupe(runs: list[RunPlan]) -> list[RunPlan]:

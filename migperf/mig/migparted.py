@@ -38,9 +38,9 @@ from typing import Any
 import yaml
 
 from migperf.errors import ConfigError, UsageError
-from migperf.mig.layout import InstanceSpec, LayoutSpec, place_compute_instances
+from migperf.mig.layout import MAX_COUNT, InstanceSpec, LayoutSpec, place_compute_instances
 from migperf.nvml.naming import compute_instance_profile_name
-from migperf.yamlsource import composed
+from migperf.yamlsource import composed, construct, read_text
 
 __all__ = [
     "MigPartedConfig",
@@ -56,12 +56,15 @@ __all__ = [
 VERSION = "v1"
 _TOP_KEYS = ("version", "mig-configs")
 _ENTRY_KEYS = ("device-filter", "devices", "mig-enabled", "mig-devices")
-# go-nvlib's MIG profile grammar: [<c>c.]<g>g.<gb>gb[+attr[,attr]|-attr].
+# go-nvlib's MIG profile grammar: [<c>c.]<g>g.<gb>gb[+attr[,attr]|-attr]. ASCII
+# only: \d and IGNORECASE alone accept "３g.40gb" (fullwidth digits), which
+# int() reads as 3. Numbers are at most 4 digits (no GPU has 10,000 GB).
 _PROFILE_RE = re.compile(
-    r"^(?:(\d+)c\.)?(\d+)g\.(\d+)gb(\+[a-z0-9.]+(?:,[a-z0-9.]+)*|-[a-z0-9.]+)?$", re.IGNORECASE
+    r"^(?:(\d{1,4})c\.)?(\d{1,4})g\.(\d{1,4})gb(\+[a-z0-9.]+(?:,[a-z0-9.]+)*|-[a-z0-9.]+)?$",
+    re.IGNORECASE | re.ASCII,
 )
 _PLAIN_RE = re.compile(r"^[A-Za-z][A-Za-z0-9._-]*$")
-_FILTER_RE = re.compile(r"^0x[0-9a-f]{8}(?::0x[0-9a-f]{8})?$", re.IGNORECASE)
+_FILTER_RE = re.compile(r"^0x[0-9a-f]{8}(?::0x[0-9a-f]{8})?$", re.IGNORECASE | re.ASCII)
 _HINT = (
     "the mig-parted format is: version: v1, then mig-configs: NAME: a list of "
     '{devices: all, mig-enabled: true, mig-devices: {"1g.10gb": 7}}'
@@ -142,7 +145,7 @@ class _Doc:
         return ConfigError(prefix + problem, hint=_HINT)
 
     def value(self, node: yaml.Node) -> Any:
-        return self.loader.construct_object(node, deep=True)
+        return construct(self.loader, node, self.source, _HINT)
 
     def mapping(self, node: yaml.Node, where: str) -> list[tuple[str, yaml.Node, yaml.Node]]:
         if not isinstance(node, yaml.MappingNode):
@@ -158,6 +161,11 @@ class _Doc:
             seen.add(key)
             out.append((key, knode, vnode))
         return out
+
+
+def _big(n: int) -> str:
+    """A count for a message; a huge one by its size (``str()`` of it may itself fail)."""
+    return str(n) if n < 10**30 else f"about 10**{int(n.bit_length() * 0.30103)}"
 
 
 def _kind(value: Any) -> str:
@@ -194,13 +202,9 @@ def load_migparted(text_or_path: str | Path, *, source: str | None = None) -> Mi
     """
     if isinstance(text_or_path, Path):
         src = source or str(text_or_path)
-        try:
-            text = text_or_path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot read mig-parted config {src}: {exc.strerror or exc}",
-                hint="check the path and its permissions",
-            ) from None
+        text = read_text(
+            text_or_path, what="mig-parted config ", hint="check the path and its permissions"
+        )
     else:
         src = source or "<config>"
         text = text_or_path
@@ -306,6 +310,15 @@ def _entry(doc: _Doc, node: yaml.Node, where: str) -> MigPartedEntry:
                 raise doc.error(
                     cnode, f"{mwhere}.{name}", f"expected a count >= 0, got {_kind(count)}"
                 )
+            if count > MAX_COUNT:
+                # Refused here: a layout of 10**20 instances would be built
+                # (and overflow) long before the solver could say it does not fit.
+                raise doc.error(
+                    cnode,
+                    f"{mwhere}.{name}",
+                    f"{_big(count)} instances is more than a GPU can hold "
+                    f"(at most {MAX_COUNT} per profile; a GPU has at most 8 slices)",
+                )
             mig_devices.append((name.lower(), count))
         if enabled and missing:
             raise doc.error(
@@ -315,6 +328,13 @@ def _entry(doc: _Doc, node: yaml.Node, where: str) -> MigPartedEntry:
             raise doc.error(mknode, where, "MIG devices included when 'mig-enabled' is false")
         if mig_devices and not any(n for _, n in mig_devices):
             raise doc.error(mknode, mwhere, "all counts for all MIG profiles are 0")
+        total = sum(n for _, n in mig_devices)
+        if total > MAX_COUNT:
+            raise doc.error(
+                mknode,
+                mwhere,
+                f"{total} MIG devices in all is more than a GPU can hold (at most {MAX_COUNT})",
+            )
     elif enabled:
         raise doc.error(
             node, where, "missing required field 'mig-devices' when 'mig-enabled' is true"
@@ -406,6 +426,11 @@ def layout_from_counts(counts: Mapping[str, int]) -> LayoutSpec:
             )
         if count <= 0:
             continue
+        if count > MAX_COUNT:
+            raise UsageError(
+                f"{count} {name} instances is more than a GPU can hold (at most {MAX_COUNT})",
+                hint="a GPU has at most 8 MIG slices; see `migperf mig profiles`",
+            )
         c, g = m.group(1), int(m.group(2))
         gi = name.lower().split(".", 1)[1] if c is not None else name.lower()
         if c is None or int(c) >= g:

@@ -48,6 +48,7 @@ from migperf.models import StrictModel
 from migperf.yamlsource import read_text, validate_yaml
 
 __all__ = [
+    "MAX_JOBS",
     "DemandSpec",
     "GpuPoolSpec",
     "ServiceSpec",
@@ -178,12 +179,17 @@ class GpuPoolSpec(StrictModel):
         return self
 
 
+#: Most services plus training jobs one demand file may list: the planner's
+#: program grows with jobs x layouts x GPUs, and a fleet's demand is tens of jobs.
+MAX_JOBS = 1_000
+
+
 class DemandSpec(StrictModel):
     """A whole demand file (see the module docstring)."""
 
-    services: list[ServiceSpec] = Field(default_factory=list)
-    training: list[TrainingSpec] = Field(default_factory=list)
-    gpus: list[GpuPoolSpec] = Field(..., min_length=1)
+    services: list[ServiceSpec] = Field(default_factory=list, max_length=MAX_JOBS)
+    training: list[TrainingSpec] = Field(default_factory=list, max_length=MAX_JOBS)
+    gpus: list[GpuPoolSpec] = Field(..., min_length=1, max_length=100)
     headroom: float = Field(0.1, ge=0, le=10)
     gpu_count: int | None = Field(None, ge=1)
 
@@ -191,6 +197,12 @@ class DemandSpec(StrictModel):
     def _cross_checks(self) -> DemandSpec:
         if not self.services and not self.training:
             raise ValueError("nothing to plan: give at least one service or training job")
+        jobs = len(self.services) + len(self.training)
+        if jobs > MAX_JOBS:
+            raise ValueError(
+                f"{jobs:,} services and training jobs are more than the {MAX_JOBS:,} one plan may "
+                "have; split the demand into several files"
+            )
         seen: set[str] = set()
         for name in [s.name for s in self.services] + [t.name for t in self.training]:
             if name in seen:

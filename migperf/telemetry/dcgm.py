@@ -37,15 +37,23 @@ from migperf.telemetry.model import Column, DcgmSeries, SamplerError
 __all__ = [
     "DEFAULT_DCGM_INTERVAL_S",
     "FIELDS",
+    "MAX_RESPONSE_BYTES",
     "DcgmField",
     "DcgmScraper",
     "DcgmSnapshot",
+    "fetch_metrics",
     "field_for",
     "parse_exporter_text",
 ]
 
 #: How often the scraper asks the exporter; match the exporter's ``-c`` (ms).
 DEFAULT_DCGM_INTERVAL_S = 1.0
+
+#: Largest ``/metrics`` body read. dcgm-exporter sends about 5 KiB per GPU
+#: instance (some 300 KiB for 8 GPUs of 7 slices); a bigger answer is not an
+#: exporter, and reading it whole every second would grow without bound.
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+_CHUNK = 1024 * 1024
 
 Level = Literal["gpu", "gpu_i", "gpu_ci"]
 
@@ -254,12 +262,13 @@ def parse_exporter_text(text: str) -> DcgmSnapshot:
             labels = s.labels
             uuid = labels.get("UUID") or labels.get("uuid")
             gpu_label = labels.get("gpu")
-            index = int(gpu_label) if gpu_label and gpu_label.isdigit() else None
+            # isascii: str.isdigit() takes "٣", and int() would read it as 3.
+            index = int(gpu_label) if gpu_label and _small_number(gpu_label) else None
             key = uuid or f"gpu{index if index is not None else '?'}"
             gpu_index.setdefault(key, index)
             hostname = hostname or labels.get("hostname") or labels.get("Hostname")
             gi_text = labels.get("GPU_I_ID", "")
-            gi = int(gi_text) if gi_text.isdigit() else None
+            gi = int(gi_text) if _small_number(gi_text) else None
             value = float(s.value)
             if _is_blank(value):
                 blanks += 1
@@ -293,10 +302,56 @@ def parse_exporter_text(text: str) -> DcgmSnapshot:
     )
 
 
-def _fetch(url: str, timeout_s: float) -> str:
+def _small_number(text: str | None) -> bool:
+    """Whether a label is a plain ASCII number short enough to be an index."""
+    return text is not None and text.isascii() and text.isdigit() and len(text) <= 9
+
+
+def fetch_metrics(url: str, timeout_s: float, *, max_bytes: int = MAX_RESPONSE_BYTES) -> str:
+    """GET ``url`` and return the body as text, reading at most ``max_bytes``.
+
+    Args:
+        url: dcgm-exporter's metrics URL.
+        timeout_s: Timeout of each network operation, and of the whole read.
+        max_bytes: Largest body accepted.
+
+    Raises:
+        UsageError: the body is larger than ``max_bytes`` (refused from its
+            Content-Length, or as soon as the read passes the limit) or takes
+            longer than ``timeout_s`` to arrive.
+        OSError: the request failed (``urllib.error.URLError`` is one).
+    """
+    deadline = time.monotonic() + timeout_s
+    hint = "--dcgm-url must point at dcgm-exporter's /metrics (e.g. http://localhost:9400/metrics)"
     with urllib.request.urlopen(url, timeout=timeout_s) as resp:  # noqa: S310 - user-given URL
-        data: bytes = resp.read()
-    return data.decode("utf-8", "replace")
+        length = resp.headers.get("Content-Length", "")
+        if _small_number(length) and int(length) > max_bytes:
+            raise UsageError(
+                f"the response is {int(length):,} bytes, more than the "
+                f"{max_bytes:,} bytes a dcgm-exporter answer may have",
+                hint=hint,
+            )
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            # Chunked reads: an endless or huge body stops at the limit, not at
+            # the end of memory, and a trickle stops at the deadline.
+            chunk: bytes = resp.read(min(_CHUNK, max_bytes + 1 - size))
+            if not chunk:
+                break
+            parts.append(chunk)
+            size += len(chunk)
+            if size > max_bytes:
+                raise UsageError(
+                    f"the response is larger than the {max_bytes:,} bytes a dcgm-exporter "
+                    "answer may have; stopped reading",
+                    hint=hint,
+                )
+            if time.monotonic() > deadline:
+                raise UsageError(
+                    f"the response took longer than {timeout_s:g} s to arrive", hint=hint
+                )
+    return b"".join(parts).decode("utf-8", "replace")
 
 
 class DcgmScraper:
@@ -332,7 +387,7 @@ class DcgmScraper:
         self.url = url
         self.interval_s = interval_s
         self.timeout_s = timeout_s
-        self._fetch = fetch or _fetch
+        self._fetch = fetch or fetch_metrics
         self._snapshots: list[tuple[float, DcgmSnapshot]] = []
         self._errors: dict[str, list[float]] = {}
         self._lock = threading.Lock()

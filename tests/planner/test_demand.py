@@ -89,3 +89,33 @@ def test_models_and_profiles_are_case_insensitive() -> None:
         "gpus: [{model: A100-80GB, count: 1, profiles: [3G.40GB]}]\n"
     )
     assert d.gpus[0].model == "a100-80gb" and d.gpus[0].profiles == ["3g.40gb"]
+
+
+def test_job_counts_have_a_ceiling() -> None:
+    from migperf.planner.demand import MAX_JOBS
+
+    service = (
+        "  - {name: s%d, workload: resnet50, target_qps: 1, slo: {percentile: 99, latency_ms: 9}}\n"
+    )
+    training = "  - {name: t%d, workload: resnet50, min_samples_per_s: 1}\n"
+    half = MAX_JOBS // 2 + 1
+    text = (
+        "services:\n"
+        + "".join(service % i for i in range(half))
+        + "training:\n"
+        + "".join(training % i for i in range(half))
+        + "gpus: [{model: a100-80gb, count: 1}]\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        parse_demand(text, "d.yaml")
+    assert err.value.message == (
+        f"d.yaml:1: (top level): {2 * half:,} services and training jobs are more than the "
+        f"{MAX_JOBS:,} one plan may have; split the demand into several files"
+    )
+
+
+def test_demand_files_share_the_safe_yaml_reader(tmp_path: Path) -> None:
+    path = tmp_path / "d.yaml"
+    path.write_text("gpus: [{model: a100-80gb, count: 1}]\ngpus: []\n")
+    with pytest.raises(ConfigError, match=r"d.yaml:2: duplicate key 'gpus'"):
+        load_demand(path)

@@ -20,7 +20,7 @@ into several compute instances. The parts:
 
 from __future__ import annotations
 
-from migperf.mig.layout.parse import layout_from_yaml, parse_layout
+from migperf.mig.layout.parse import MAX_COUNT, layout_from_yaml, parse_layout
 from migperf.mig.layout.resolve import (
     ResolvedInstance,
     ResolvedLayout,
@@ -30,6 +30,7 @@ from migperf.mig.layout.resolve import (
 from migperf.mig.layout.spec import InstanceSpec, LayoutSpec, layout_from_state, profile_sort_key
 
 __all__ = [
+    "MAX_COUNT",
     "InstanceSpec",
     "LayoutSpec",
     "ResolvedInstance",

@@ -51,13 +51,20 @@ MAX_COUNT = 64
 _EXAMPLE = '"3g.40gb@4, 2g.20gb, 1g.10gb*2" or "7g.80gb[1c*7]"'
 _HINT = f"write comma-separated items such as {_EXAMPLE}"
 
-_PROFILE_NAME_RE = re.compile(r"^(\d+)g\.(\d+)gb(?:[+-][a-z0-9]+(?:\.[a-z0-9]+)*)?$")
-_CI_NAME_RE = re.compile(r"\d+c\.\d+g\.")
-_ID_RE = re.compile(r"\d+")
-_NUM_RE = re.compile(r"\d+")
-_CI_SIZE_RE = re.compile(r"^(\d+)c(?:\*(\d+))?$")
+# Every pattern is re.ASCII: Python's \d (and int()) also take "３" and "٣" as
+# digits, and a layout must mean what it shows.
+_PROFILE_NAME_RE = re.compile(r"^(\d+)g\.(\d+)gb(?:[+-][a-z0-9]+(?:\.[a-z0-9]+)*)?$", re.ASCII)
+_CI_NAME_RE = re.compile(r"\d+c\.\d+g\.", re.ASCII)
+_ID_RE = re.compile(r"\d+", re.ASCII)
+_NUM_RE = re.compile(r"\d+", re.ASCII)
+_CI_SIZE_RE = re.compile(r"^(\d+)c(?:\*(\d+))?$", re.ASCII)
+_COUNT_RE = re.compile(r"[*x](\d+)", re.ASCII)
+_G_RE = re.compile(r"\d+g", re.ASCII)
 # An attribute cannot end in "x<digits>", so "1g.24gb-mex2" is 1g.24gb-me twice.
-_ATTR_COUNT_RE = re.compile(r"^(.*[+-][a-z0-9.]*?[a-z0-9])x(\d+)$")
+_ATTR_COUNT_RE = re.compile(r"^(.*[+-][a-z0-9.]*?[a-z0-9])x(\d+)$", re.ASCII)
+#: Most digits a number in a layout may have: every real one (a profile id,
+#: a slice, a count, GB) has at most 4, and int() of a 5,000-digit string fails.
+_MAX_DIGITS = 6
 
 
 # --------------------------------------------------------------------- parsing
@@ -65,6 +72,15 @@ _ATTR_COUNT_RE = re.compile(r"^(.*[+-][a-z0-9.]*?[a-z0-9])x(\d+)$")
 
 class _ItemError(Exception):
     """A problem with one item; parse_layout adds the item and its position."""
+
+
+def _int(digits: str, what: str) -> int:
+    """An ASCII digit string as an int, refusing absurd lengths before int() sees them."""
+    if len(digits) > _MAX_DIGITS:
+        raise _ItemError(
+            f"{what} {digits[:8]}... has {len(digits)} digits; no GPU has anything that large"
+        )
+    return int(digits)
 
 
 def _split_items(text: str) -> list[tuple[int, str]]:
@@ -95,7 +111,8 @@ def _parse_split(body: str) -> tuple[int, ...]:
             raise _ItemError(
                 f'expected compute-instance sizes like [2c,1c] or [1c*7] inside "[...]", got "{part}"'
             )
-        size, reps = int(m.group(1)), int(m.group(2) or 1)
+        size = _int(m.group(1), "the compute-instance size")
+        reps = _int(m.group(2) or "1", "the repeat count")
         if size < 1:
             raise _ItemError("a compute instance needs at least 1 compute slice (1c)")
         if reps < 1 or reps > MAX_COUNT:
@@ -108,6 +125,11 @@ def _parse_item(item: str) -> list[InstanceSpec]:
     """One item (whitespace already removed, lower case) as instances."""
     if not item:
         raise _ItemError("empty item (two commas in a row, or a trailing comma)")
+    odd = next((ch for ch in item if not ch.isascii()), None)
+    if odd is not None:
+        raise _ItemError(
+            f"{odd!r} (U+{ord(odd):04X}) is not allowed: layouts are plain ASCII, with the digits 0-9"
+        )
     if _CI_NAME_RE.match(item):
         raise _ItemError(
             "compute-instance names like 2c.3g.40gb are not layout items; "
@@ -117,14 +139,16 @@ def _parse_item(item: str) -> list[InstanceSpec]:
     m = PROFILE_NAME_RE.match(item)
     if m is not None:
         profile = m.group(0)
-    elif re.match(r"\d+g", item):
+        _int(m.group(1), "the slice count")
+        _int(m.group(2), "the memory size")
+    elif _G_RE.match(item):
         raise _ItemError("expected a profile name of the form <g>g.<gb>gb, like 3g.40gb")
     else:
         mid = _ID_RE.match(item)
         if mid is None:
             raise _ItemError("expected a profile name like 3g.40gb or a profile id like 9")
         m = mid
-        profile = int(mid.group(0))
+        profile = _int(mid.group(0), "the profile id")
     rest = item[m.end() :]
 
     count_text: str | None = None
@@ -138,7 +162,7 @@ def _parse_item(item: str) -> list[InstanceSpec]:
         sm = _NUM_RE.match(rest, 1)
         if sm is None:
             raise _ItemError('expected a placement start (a number of memory slices) after "@"')
-        start = int(sm.group(0))
+        start = _int(sm.group(0), "the placement start")
         rest = rest[sm.end() :]
 
     compute: tuple[int, ...] | None = None
@@ -150,7 +174,7 @@ def _parse_item(item: str) -> list[InstanceSpec]:
         rest = rest[close + 1 :]
 
     if rest[:1] in ("*", "x"):
-        cm = re.fullmatch(r"[*x](\d+)", rest)
+        cm = _COUNT_RE.fullmatch(rest)
         if cm is None:
             raise _ItemError(
                 f'expected a count after "{rest[0]}", like *2 or x2, then the next item'
@@ -160,15 +184,23 @@ def _parse_item(item: str) -> list[InstanceSpec]:
         what = "a placement start, a compute split, a count or a comma"
         raise _ItemError(f'unexpected "{rest}" after the profile; expected {what}')
 
-    count = 1 if count_text is None else int(count_text)
+    digits = (count_text or "1").lstrip("0") or "0"
+    # A longer number is over the limit whatever it is; int() would choke on 5,000 digits.
+    count = int(digits) if len(digits) <= _MAX_DIGITS else MAX_COUNT + 1
     if count < 1 or count > MAX_COUNT:
-        raise _ItemError(f"the count must be between 1 and {MAX_COUNT}, got {count}")
+        got = count_text if count_text is None or len(count_text) <= 12 else count_text[:8] + "..."
+        raise _ItemError(f"the count must be between 1 and {MAX_COUNT}, got {got}")
     if start is not None and count > 1:
         raise _ItemError(
             f"{count} instances cannot all start at memory slice {start}; "
             "give each its own item, or drop the @START"
         )
     return [InstanceSpec(profile, start, compute)] * count
+
+
+def _clip(text: str, width: int = 60) -> str:
+    """Text for a message: a megabyte of layout is not quoted back whole."""
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def parse_layout(text: str) -> LayoutSpec:
@@ -185,7 +217,7 @@ def parse_layout(text: str) -> LayoutSpec:
         return LayoutSpec()
     if text.count("[") != text.count("]"):
         raise UsageError(
-            f'invalid layout "{text}": unbalanced "[" and "]"',
+            f'invalid layout "{_clip(text)}": unbalanced "[" and "]"',
             hint=_HINT,
         )
     instances: list[InstanceSpec] = []
@@ -194,7 +226,8 @@ def parse_layout(text: str) -> LayoutSpec:
             instances += _parse_item(re.sub(r"\s+", "", raw).lower())
         except _ItemError as exc:
             raise UsageError(
-                f'invalid layout "{text}": item {number} "{raw.strip()}" (column {column}): {exc}',
+                f'invalid layout "{_clip(text)}": item {number} "{_clip(raw.strip())}" '
+                f"(column {column}): {exc}",
                 hint=_HINT,
             ) from None
     return LayoutSpec(tuple(instances))
@@ -275,9 +308,11 @@ def layout_from_yaml(data: Any, *, where: str = "layout") -> LayoutSpec:
             profile = _yaml_int(raw, f"{here}.profile", 0)
         else:
             profile = re.sub(r"\s+", "", raw).lower()
-            if _ID_RE.fullmatch(profile):
+            if _ID_RE.fullmatch(profile) and len(profile) <= _MAX_DIGITS:
                 profile = int(profile)
-            elif not _PROFILE_NAME_RE.match(profile):
+            elif not (m := _PROFILE_NAME_RE.match(profile)) or any(
+                len(g) > _MAX_DIGITS for g in m.groups()
+            ):
                 raise ConfigError(
                     f"{here}.profile: {raw!r} is not a profile name like 3g.40gb or an id like 9",
                     hint=_YAML_HINT,
@@ -310,7 +345,7 @@ def _yaml_split(value: Any, where: str) -> tuple[int, ...]:
         raise ConfigError(f"{where}: expected a list of compute-instance sizes", hint=_YAML_HINT)
     sizes: list[int] = []
     for v in value:
-        if isinstance(v, str) and re.fullmatch(r"\d+c", v.strip().lower()):
+        if isinstance(v, str) and re.fullmatch(r"\d{1,6}c", v.strip().lower(), re.ASCII):
             v = int(v.strip()[:-1])
         sizes.append(_yaml_int(v, where, 1))
     return tuple(sorted(sizes, reverse=True))

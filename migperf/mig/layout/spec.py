@@ -23,7 +23,8 @@ __all__ = [
 
 #: A GPU-instance profile name, lower case: groups are the compute slices, the
 #: memory in GB and the attribute suffix (``+me``, ``-me``, ``+me.all``, or "").
-PROFILE_NAME_RE = re.compile(r"(\d+)g\.(\d+)gb((?:[+-][a-z0-9]+(?:\.[a-z0-9]+)*)?)")
+#: ASCII digits only: ``\d`` alone matches "３" or "٣", which int() reads as 3.
+PROFILE_NAME_RE = re.compile(r"(\d+)g\.(\d+)gb((?:[+-][a-z0-9]+(?:\.[a-z0-9]+)*)?)", re.ASCII)
 
 
 def split_text(sizes: Sequence[int]) -> str:
