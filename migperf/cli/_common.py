@@ -60,9 +60,20 @@ def stderr() -> Console:
     return Console(stderr=True, highlight=False)
 
 
+def _strict(value: Any) -> Any:
+    """NaN and infinities as null: JSON has no such numbers, and strict parsers refuse them."""
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    return value
+
+
 def print_json(data: Any) -> None:
-    """Machine-readable output: plain JSON on stdout, nothing else."""
-    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    """Machine-readable output: strict JSON on stdout (no NaN), nothing else."""
+    sys.stdout.write(json.dumps(_strict(data), indent=2, allow_nan=False, default=str) + "\n")
 
 
 def open_for_reading(ctx: typer.Context) -> Nvml:

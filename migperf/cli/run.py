@@ -57,9 +57,9 @@ def run_command(
 ) -> None:
     """Run an experiment: each layout in turn, every job on its slices, every result stored.
 
-    Exits 0 when every run ended ok, 1 when any did not (failed, crashed,
-    timed out, out of memory, invalid, skipped), 2 for a usage error (nothing
-    ran), and 130/143/129 after Ctrl-C/SIGTERM/SIGHUP (finished runs stored,
+    Exits 0 when every run ended ok and every layout was restored, 1 when a
+    run did not (failed, crashed, timed out, out of memory, invalid, skipped)
+    or a layout could not be restored, 2 for a usage error (nothing ran), and 130/143/129 after Ctrl-C/SIGTERM/SIGHUP (finished runs stored,
     layouts restored).
     """
     from migperf.experiments.config import load_config
@@ -92,7 +92,8 @@ def run_command(
     if report.interrupted:
         # 130 after Ctrl-C, 143 after SIGTERM, 129 after SIGHUP, as a shell reports them.
         raise typer.Exit(128 + int(getattr(report, "signal", None) or 2))
-    if report.failed:
+    if report.failed or (cfg.restore and not report.restored):
+        # A run that did not end ok, or a GPU not given back: a CI job must not go on as if fine.
         raise typer.Exit(1)
 
 
@@ -163,7 +164,9 @@ class Progress:
         tag = escape(f"[{node.name}] ") if node is not None else ""
         text = {k: escape(v) if isinstance(v, str) else v for k, v in info.items()}
         say = self.err.print
-        if kind == "layout" and (node is None or info.get("runs")):
+        if kind == "started":
+            self.total = info["runs"]  # --resume: only what is left to do is counted
+        elif kind == "layout" and (node is None or info.get("runs")):
             say(
                 f"{tag}[bold]layout {info['index'] + 1}/{info['total']}[/]: {text['layout']} "
                 f"({info['runs']} run(s) to do)"

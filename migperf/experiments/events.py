@@ -5,6 +5,7 @@ The runner calls ``on_event(kind, **info)`` with its own objects (a
 their callers the plain form from :func:`event_message` instead, the same on
 this machine and on a cluster node, so one progress display serves both:
 
+* ``started``: ``runs`` (to do), ``stored`` (done already, skipped).
 * ``layout``: ``index``, ``total``, ``layout``, ``runs`` (to do).
 * ``layout_failed``, ``restore_failed``: ``gpu``, ``error``.
 * ``run_start``: ``key``, ``description``.

@@ -185,6 +185,8 @@ class ExperimentRunner:
             rerun=self.rerun,
         )
         done = set(self.attempts.done)
+        todo = [r for r in self.plan.runs if any(r.member_key(m) not in done for m in r.members)]
+        self.emit("started", runs=len(todo), stored=len(self.plan.runs) - len(todo))
         with hold_gpus(
             self.nvml,
             self.plan.gpus,

@@ -173,7 +173,11 @@ class GpuLease:
                 held.count += 1
                 self.fresh = False
                 return self
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            except PermissionError:
+                # Another user's lease file we may not write: a lock needs only a read fd.
+                fd = os.open(self.path, os.O_RDONLY)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -196,8 +200,9 @@ class GpuLease:
                 "experiment": self.experiment,
                 "since_unix": time.time(),
             }
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(info).encode(), 0)
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps(info).encode(), 0)
             _HELD[self.path] = _Held(fd, 1)
             self.fresh = True
             return self

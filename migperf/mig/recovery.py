@@ -155,14 +155,23 @@ def recover(
         if layout is not None:
             await_idle(nvml, gpu_index, plan_changes(take_snapshot(nvml, gpu_index), layout))
     restored = None
-    if pending is not None:
-        rollback(nvml, gpu_index, pending.before)
-        journal.clear()
-        restored = pending.before
-    if kept is not None:
-        rollback(nvml, gpu_index, kept[0])
-        original.clear()
-        restored = kept[0]
+    for layout, done in (
+        (pending.before if pending else None, journal.clear),
+        (kept[0] if kept else None, original.clear),
+    ):
+        if layout is None:
+            continue
+        try:
+            rollback(nvml, gpu_index, layout)
+        except MigperfError as exc:
+            raise MigperfError(
+                f"GPU {gpu_index} holds a layout an interrupted migperf command left, and putting "
+                f"back the recorded one ({layout.describe()}) failed: {exc.message}",
+                hint=f"retry with `migperf mig restore --gpu {gpu_index}`; if the GPU is as it "
+                f"should be, drop the record with `migperf mig restore --gpu {gpu_index} --discard`",
+            ) from exc
+        done()
+        restored = layout
     if restored is not None and on_recover is not None:
         on_recover(gpu_index, restored, kept[1] if kept else pending.command if pending else "")
     return restored

@@ -169,3 +169,34 @@ def test_the_library_enforces_read_only_too(tmp_path: Path) -> None:
         pytest.raises(ReadOnlyError),
     ):
         ex.plan(cfg, "c.yaml", dry_run=False)
+
+
+def test_json_output_is_strict_json_without_nan(tmp_path: Path) -> None:
+    # A run without latency percentiles leaves NaN in the frame; scripts must still parse it.
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(TINY_RUN.format(layouts="['0']"))
+    db = tmp_path / "r.db"
+    code, _, err = run("--simulate", "a100-80gb", "run", str(cfg), "--results", str(db))
+    assert code == 0, err
+    code, out, _ = run("results", "show", "--results", str(db), "--json")
+    assert code == 0 and "NaN" not in out
+    json.loads(out, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
+
+
+def test_resume_counts_only_the_runs_left(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        TINY_RUN.format(layouts="['0']").replace(
+            "n: 32}}", "n: 32}, sweep: {batch_size: [1, 2, 3]}}"
+        )
+    )
+    db = tmp_path / "r.db"
+    code, _, err = run("--simulate", "a100-80gb", "run", str(cfg), "--results", str(db))
+    assert code == 0 and "run 3/3" in err, err
+    con = __import__("sqlite3").connect(db)
+    con.execute("DELETE FROM runs WHERE batch_size = 3")
+    con.commit()
+    con.close()
+    code, _, err = run("--simulate", "a100-80gb", "run", str(cfg), "--results", str(db), "--resume")
+    assert code == 0, err
+    assert "run 1/1 ok" in err and "/3" not in err
