@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from migperf.errors import ConfigError, MigperfError, ReadOnlyError
 from migperf.experiments.config import ExperimentConfig
-from migperf.experiments.sweep import CURRENT, RunPlan, expand
+from migperf.experiments.sweep import CURRENT, DISABLED, RunPlan, expand
 from migperf.mig.manager import target_for_layout
 from migperf.mig.snapshot import MigSnapshot, take_snapshot
 from migperf.nvml.facade import Nvml
@@ -128,6 +128,11 @@ def plan_experiment(
         for li, layout in enumerate(cfg.layouts):
             if layout.strip().lower() == CURRENT:
                 targets[(li, gpu)] = current
+                continue
+            if layout.strip().lower() == DISABLED:
+                # The whole GPU without MIG; a GPU without MIG already is one.
+                off = info.mig_mode is not None
+                targets[(li, gpu)] = MigSnapshot(gpu, info.uuid, False, ()) if off else None
                 continue
             if not mig_on:
                 problems.append(

@@ -38,7 +38,7 @@ from migperf.experiments.records import (
     plan_attempts,
     run_record,
 )
-from migperf.experiments.sweep import CURRENT, Member, RunPlan, Slot
+from migperf.experiments.sweep import CURRENT, DISABLED, Member, RunPlan, Slot
 from migperf.mig.apply import converge
 from migperf.mig.hold import GpuHold, hold_gpus
 from migperf.mig.snapshot import MigSnapshot, take_snapshot
@@ -207,8 +207,8 @@ class ExperimentRunner:
             stopped_by: list[int] = []
             try:
                 with _signals_interrupt(stopped_by):
-                    for li in range(len(self.cfg.layouts)):
-                        self._run_layout(li, originals, done)
+                    for position, li in enumerate(self._layout_order(originals)):
+                        self._run_layout(li, originals, done, position)
             except KeyboardInterrupt:
                 self.report.interrupted = True
                 self.report.signal = stopped_by[0] if stopped_by else signal.SIGINT
@@ -245,6 +245,7 @@ class ExperimentRunner:
                         original,
                         root=self.root,
                         command=f"migperf run {self.cfg.name} (restore)",
+                        change_mode=True,
                     )
                 except MigperfError as exc:
                     ok = False
@@ -258,15 +259,28 @@ class ExperimentRunner:
         self.report.time_s["partition"] += time.monotonic() - t
         self.emit("restored", ok=ok, gpus=sorted(self._changed))
 
+    def _layout_order(self, originals: dict[int, MigSnapshot | None]) -> list[int]:
+        """The layouts in config order, but the MIG-off one where it costs the fewest mode changes.
+
+        A MIG-enabled GPU measures every partitioned layout first and leaves
+        MIG only once, at the end (the restore enables it again); a GPU that
+        starts without MIG measures ``disabled`` first.
+        """
+        layouts = [layout.strip().lower() for layout in self.cfg.layouts]
+        starts_on = any(snap is not None for snap in originals.values())
+        return sorted(range(len(layouts)), key=lambda li: (layouts[li] == DISABLED) == starts_on)
+
     def _run_layout(
-        self, li: int, originals: dict[int, MigSnapshot | None], done: set[str]
+        self, li: int, originals: dict[int, MigSnapshot | None], done: set[str], position: int
     ) -> None:
         runs = [r for r in self.plan.runs if r.layout_index == li]
         # A co-located run is stored per member: it is done when every member is.
         todo = [r for r in runs if any(r.member_key(m) not in done for m in r.members)]
         self.report.skipped_existing += len(runs) - len(todo)
         layout = self.cfg.layouts[li]
-        self.emit("layout", index=li, total=len(self.cfg.layouts), layout=layout, runs=len(todo))
+        self.emit(
+            "layout", index=position, total=len(self.cfg.layouts), layout=layout, runs=len(todo)
+        )
         if not todo:
             return
         failed_gpus: dict[int, str] = {}
@@ -284,10 +298,16 @@ class ExperimentRunner:
             try:
                 self._changed.add(gpu)
                 converge(
-                    self.nvml, gpu, target, root=self.root, command=f"migperf run {self.cfg.name}"
+                    self.nvml,
+                    gpu,
+                    target,
+                    root=self.root,
+                    command=f"migperf run {self.cfg.name}",
+                    change_mode=True,
                 )
             except MigperfError as exc:
-                failed_gpus[gpu] = f"applying layout {layout!r} failed: {exc.message}"
+                hint = f" (what to do: {exc.hint})" if exc.hint else ""
+                failed_gpus[gpu] = f"applying layout {layout!r} failed: {exc.message}{hint}"
                 self.emit("layout_failed", gpu=gpu, error=exc.message)
         self.report.time_s["partition"] += time.monotonic() - t
         devices = {gpu: self._devices(gpu) for gpu in self.plan.gpus if gpu not in failed_gpus}

@@ -37,6 +37,8 @@ from migperf.experiments.config import (
 from migperf.mig.snapshot import MigSnapshot
 
 CURRENT = "current"
+#: The whole GPU with MIG mode off, as one layout of a sweep (the MIGPerf study's baseline).
+DISABLED = "disabled"
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from migperf.errors import GpuInUseError, MigNotSupportedError, MigperfError
@@ -63,6 +63,7 @@ def converge(
     command: str = "",
     root: Path | None = None,
     on_step: Callable[[Step], None] | None = None,
+    change_mode: bool = False,
 ) -> ApplyResult:
     """Make GPU ``gpu_index`` hold exactly ``target``'s instances, transactionally.
 
@@ -76,9 +77,15 @@ def converge(
         command: Recorded in the journal, for people reading it.
         root: migperf state directory (tests).
         on_step: Called after each completed step (progress display).
+        change_mode: Switch MIG mode too when ``target.mig_enabled`` differs
+            from the GPU's (an experiment's ``disabled`` layout, and putting
+            the original mode back); the switch is a step of the transaction.
 
     Raises:
-        MigNotSupportedError: MIG mode is off and the target has instances.
+        MigNotSupportedError: MIG mode is off and the target has instances
+            (and not ``change_mode``), or the GPU has no MIG.
+        ResetRequiredError: the mode change would need a GPU reset (nothing
+            stays changed).
         GpuInUseError: instances to destroy have processes and not ``force``.
         LockHeldError: another migperf process is changing this GPU.
         RolledBackError: a step or the verification failed; the GPU is back
@@ -86,16 +93,27 @@ def converge(
         RollbackFailedError: the rollback failed too; the journal remains.
     """
     info = nvml.gpu(gpu_index)
-    if target.instances and not (info.mig_mode and info.mig_mode.current):
-        if info.mig_mode is None:
-            raise MigNotSupportedError(
-                f"GPU {gpu_index} ({info.name}) does not support MIG",
-                hint="list GPUs with `migperf gpus`",
-            )
+    mig_on = bool(info.mig_mode and info.mig_mode.current)
+    if info.mig_mode is None and (target.instances or target.mig_enabled != mig_on):
+        raise MigNotSupportedError(
+            f"GPU {gpu_index} ({info.name}) does not support MIG",
+            hint="list GPUs with `migperf gpus`",
+        )
+    if target.instances and not mig_on and not (change_mode and target.mig_enabled):
         raise MigNotSupportedError(
             f"MIG mode is disabled on GPU {gpu_index} ({info.name})",
-            hint=f"enable it first with `migperf mig enable --gpu {gpu_index}` (nvidia-smi -i {gpu_index} -mig 1)",
+            hint=f"enable it first with `migperf mig enable --gpu {gpu_index}` "
+            f"(nvidia-smi -i {gpu_index} -mig 1)",
         )
+    if target.mig_enabled != mig_on and not change_mode:
+        if not target.mig_enabled:
+            raise MigNotSupportedError(
+                f"the target has MIG mode disabled, but MIG mode is enabled on GPU {gpu_index} "
+                f"({info.name})",
+                hint=f"destroy the instances and disable it with `migperf mig reset --gpu "
+                f"{gpu_index}` and `migperf mig disable --gpu {gpu_index}`",
+            )
+        target = replace(target, mig_enabled=mig_on)  # "no instances" means no change of mode
     journal = Journal(info.uuid, root, nvml.machine, gpu_index)
     if dry_run:
         pending = journal.read()

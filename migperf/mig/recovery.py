@@ -36,7 +36,7 @@ def busy_instances(nvml: Nvml, gpu_index: int, steps: list[Step]) -> list[str]:
     doomed = {
         (s.instance.profile_id, s.instance.start, s.instance.size)
         for s in steps
-        if s.action.startswith("destroy")
+        if s.action.startswith("destroy") and s.instance is not None
     }
     if not doomed:
         return []

@@ -14,10 +14,10 @@ does not depend on the driver's default placement or on creation order.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from migperf.errors import MigperfError
+from migperf.errors import MigperfError, ResetRequiredError
 from migperf.nvml.facade import Nvml
 
 
@@ -61,11 +61,15 @@ class MigSnapshot:
     instances: tuple[InstanceState, ...]
 
     def same_layout(self, other: MigSnapshot) -> bool:
-        """Whether both describe the same instances in the same places."""
-        return sorted(self.instances) == sorted(other.instances)
+        """Whether both describe the same MIG mode and the same instances in the same places."""
+        return self.mig_enabled == other.mig_enabled and sorted(self.instances) == sorted(
+            other.instances
+        )
 
     def describe(self) -> str:
-        """Human text: ``3g.40gb@4[3c], 1g.10gb@0[1c]`` or ``(no instances)``."""
+        """Human text: ``3g.40gb@4[3c], 1g.10gb@0[1c]``, ``(no instances)`` or ``(MIG disabled)``."""
+        if not self.mig_enabled:
+            return "(MIG disabled)"
         return ", ".join(i.describe() for i in sorted(self.instances)) or "(no instances)"
 
     def to_dict(self) -> dict[str, Any]:
@@ -160,13 +164,16 @@ def take_snapshot(nvml: Nvml, gpu_index: int) -> MigSnapshot:
 class Step:
     """One change: destroy or create a GPU or compute instance."""
 
-    action: str  # "destroy-ci", "destroy-gi", "create-gi", "create-ci"
-    instance: InstanceState
+    action: str  # "destroy-ci", "destroy-gi", "create-gi", "create-ci", "mig-off", "mig-on"
+    instance: InstanceState | None = None
     compute: ComputeState | None = None
 
     def describe(self) -> str:
         """``create 3g.40gb at 4:4`` style text, as a plan shows it."""
+        if self.action in ("mig-off", "mig-on"):
+            return f"{'disable' if self.action == 'mig-off' else 'enable'} MIG mode"
         i = self.instance
+        assert i is not None
         if self.action == "destroy-gi":
             return f"destroy GPU instance {i.profile} at {i.start}:{i.size}"
         if self.action == "create-gi":
@@ -184,6 +191,11 @@ def plan_changes(current: MigSnapshot, target: MigSnapshot) -> list[Step]:
     first (compute instances before their GPU instance), then creates, largest
     GPU instance first.
     """
+    if current.mig_enabled and not target.mig_enabled:
+        # Everything goes first: the driver refuses to leave MIG mode with instances.
+        return plan_changes(current, replace(target, mig_enabled=True)) + [Step("mig-off")]
+    if target.mig_enabled and not current.mig_enabled:
+        return [Step("mig-on")] + plan_changes(replace(current, mig_enabled=True), target)
     cur = {i.key: i for i in current.instances}
     tgt = {i.key: i for i in target.instances}
     destroys: list[Step] = []
@@ -221,7 +233,13 @@ def execute_steps(
             caller rolls back).
     """
     for step in steps:
+        if step.action in ("mig-off", "mig-on"):
+            _set_mode(nvml, gpu_index, step.action == "mig-on")
+            if on_step is not None:
+                on_step(step)
+            continue
         inst = step.instance
+        assert inst is not None
         if step.action == "create-gi":
             nvml.create_gpu_instance(gpu_index, inst.profile_id, inst.start, inst.size)
         else:
@@ -275,4 +293,26 @@ def _ci_id_at(nvml: Nvml, gpu_index: int, gi_id: int, c: ComputeState) -> int:
     raise MigperfError(
         f"compute instance {c.size}c at {c.start} disappeared from GPU instance {gi_id} on GPU {gpu_index}",
         hint="another tool changed the GPU meanwhile; check `migperf mig show`",
+    )
+
+
+def _set_mode(nvml: Nvml, gpu_index: int, enabled: bool) -> None:
+    """Switch MIG mode now, or take the request back and say why it cannot happen now.
+
+    Raises:
+        ResetRequiredError: the driver keeps the change pending until a GPU
+            reset (the GPU is in use, or the GPU needs one); migperf never resets
+            a GPU, so the request is withdrawn and nothing stays pending.
+    """
+    mode, status = nvml.set_mig_mode(gpu_index, enabled)
+    if mode.current == enabled:
+        return
+    nvml.set_mig_mode(gpu_index, not enabled)  # withdraw: nothing may stay pending
+    want = "enable" if enabled else "disable"
+    raise ResetRequiredError(
+        f"cannot {want} MIG mode on GPU {gpu_index} now: the driver keeps the change pending "
+        f"until the GPU is reset (activation status {status}), and migperf never resets a GPU",
+        hint=f"stop every process on the GPU (nvidia-persistenced, DCGM included) and have an "
+        f"administrator run `sudo nvidia-smi -i {gpu_index} -mig {int(enabled)}` and "
+        f"`sudo nvidia-smi --gpu-reset -i {gpu_index}`; or leave `disabled` out of the layouts",
     )
