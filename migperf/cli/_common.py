@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,8 +49,10 @@ def stdout() -> Console:
     console = Console(highlight=False)
     if not console.is_terminal:
         # Piped output (logs, CI, `| less`) should not truncate UUIDs and
-        # profile names to an imaginary 80-column terminal.
-        console = Console(highlight=False, width=200)
+        # profile names to an imaginary 80-column terminal; COLUMNS still wins.
+        columns = os.environ.get("COLUMNS", "")
+        width = int(columns) if columns.isascii() and columns.isdigit() else 200
+        console = Console(highlight=False, width=max(40, width))
     return console
 
 

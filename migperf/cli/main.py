@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from migperf import __version__
-from migperf.cli import bench, mig, report, run
+from migperf.cli import bench, mig, report, results, run
 from migperf.cli import plan as plan_cli
 from migperf.cli._common import CliState, MigperfGroup, open_for_reading, print_json, stdout
 
@@ -23,7 +23,7 @@ app = typer.Typer(
 app.add_typer(mig.app, name="mig")
 app.add_typer(bench.app, name="bench")
 app.add_typer(run.config_app, name="config")
-app.add_typer(run.results_app, name="results")
+app.add_typer(results.results_app, name="results")
 app.command("run")(run.run_command)
 app.command("report")(report.report_command)
 app.command("compare")(report.compare_command)
