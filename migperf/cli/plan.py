@@ -1,9 +1,12 @@
 """``migperf plan``: the fewest GPUs, and their MIG layouts, that serve a demand at its SLOs.
 
-Reads a demand file and a results store; prints the plan (per GPU: layout,
-which service on which instance, load against capacity), the GPUs saved
-against the baselines, and writes the plan as a mig-parted config. With
-``--verify`` it applies the plan and runs every service co-located. scipy,
+Reads a demand file, a results store and any capacities files
+(``--capacities FILE``, CSV or YAML); prints the plan (per GPU: layout, which
+service on which instance, MPS processes, load against capacity), which
+capacity rows each service used and from where, the solver's proven gap and
+time, the GPUs saved against the baselines, and writes the plan as a
+mig-parted config (with an MPS side file when the plan runs MPS inside MIG).
+With ``--verify`` it applies the plan and runs every service co-located. scipy,
 pandas and the planner are imported inside the command, so ``migperf --help``
 stays fast.
 """
@@ -33,6 +36,15 @@ def plan_command(
         typer.Argument(metavar="DEMAND", help="Demand YAML, e.g. configs/demand-example.yaml."),
     ],
     results: ResultsOption = DEFAULT_RESULTS,
+    capacities: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--capacities",
+            help="Capacities file (CSV or YAML; repeatable): capacity_qps per GPU model, profile, "
+            "service and MPS processes, or raw throughput/latency points. Used with the store; "
+            "a file's value wins for the same key.",
+        ),
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option("--out", "-o", help="Write the plan as a mig-parted `version: v1` config."),
@@ -134,6 +146,7 @@ def plan_command(
         if verify
         else None,
         on_event=on_event,
+        capacities=tuple(capacities or ()),
     )
     failure = report.failure()
     if as_json:
@@ -167,6 +180,12 @@ def _print_report(report: PlanReport) -> None:
             f"`migperf mig apply --config {report.mig_parted}`)",
             soft_wrap=True,
         )
+    if report.mps_file is not None:
+        err.print(
+            f"wrote the MPS processes per MIG instance to {report.mps_file} (mig-parted does not "
+            "start MPS; start the daemons and clients it lists)",
+            soft_wrap=True,
+        )
     elif report.out is not None:
         err.print(f"NOTE: the plan has no GPUs; {report.out} was not written", soft_wrap=True)
     if report.verify is not None:
@@ -197,8 +216,12 @@ def _print_plan(plan: Plan, capacities: CapacityTable) -> None:
     kind = "fewest GPUs" if plan.mode == "min-gpus" else f"best coverage on {plan.gpu_count} GPU(s)"
     head = "Plan" if plan.feasible else "Best effort (the demand is NOT met)"
     table = Table(title=f"{head}: {plan.gpus_used} GPU(s), {kind}", title_justify="left")
-    for col in ("GPU", "layout", "instance", "serves", "load", "capacity", "use"):
-        table.add_column(col, justify="right" if col in ("load", "capacity", "use") else "left")
+    mps = plan.uses_mps
+    cols = ("GPU", "layout", "instance", "serves", *(("MPS",) if mps else ()), "load")
+    for col in (*cols, "capacity", "use"):
+        table.add_column(
+            col, justify="right" if col in ("MPS", "load", "capacity", "use") else "left"
+        )
     for g in plan.gpus:
         where = f"{g.model} #{g.device}" + (f" node {g.node}" if g.node else "")
         seen: dict[str, int] = {}
@@ -214,11 +237,13 @@ def _print_plan(plan: Plan, capacities: CapacityTable) -> None:
                 if inst.load is not None and inst.capacity
                 else "-"
             )
+            procs = (f"x{inst.processes}" if inst.processes > 1 else "-",) if mps else ()
             table.add_row(
                 where if k == 0 else "",
                 g.layout if k == 0 else "",
                 f"{inst.profile}#{n}",
                 inst.job or "(idle)",
+                *procs,
                 _num(inst.load),
                 cap,
                 use,
@@ -251,6 +276,7 @@ def _print_plan(plan: Plan, capacities: CapacityTable) -> None:
             "yes" if j.met else "NO",
         )
     console.print(jobs)
+    _print_used(plan)
 
     base = Table(title="Against the baselines", title_justify="left")
     for col in ("baseline", "GPUs", "saved by the plan", "detail"):
@@ -264,10 +290,20 @@ def _print_plan(plan: Plan, capacities: CapacityTable) -> None:
             b.detail,
         )
     console.print(base)
+    sv = plan.solver
+    proof = ""
+    if sv.gap is not None:
+        what = "the GPU count" if plan.mode == "min-gpus" else "the coverage"
+        proof = f" Gap HiGHS proved on {what}: {sv.gap:.2%}"
+        if sv.lower_bound is not None and plan.mode == "min-gpus":
+            proof += f" (no plan uses fewer than {sv.lower_bound} GPU(s))"
+        proof += "."
     console.print(
-        f"Solver: {plan.solver.statement} ({plan.solver.solves} program(s), "
-        f"{plan.solver.time_s:.2f} s)."
+        f"Solver: {sv.statement}.{proof} {sv.solves} program(s): main {sv.main_time_s:.2f} s, "
+        f"HiGHS in all {sv.solve_time_s:.2f} s, planning {sv.time_s:.2f} s."
     )
+    if sv.why:
+        err.print(f"NOT OPTIMAL: {sv.why}", soft_wrap=True)
     estimated = [e for e in capacities.entries.values() if e.source == "estimate"]
     if estimated:
         est = Table(
@@ -287,6 +323,30 @@ def _print_plan(plan: Plan, capacities: CapacityTable) -> None:
         err.print(f"NOTE: {note}", soft_wrap=True)
 
 
+def _print_used(plan: Plan) -> None:
+    """Which capacity rows each service and job used, and where each came from."""
+    from rich.table import Table
+
+    rows = [(j, u) for j in plan.jobs for u in j.used]
+    if not rows:
+        return
+    table = Table(title="Capacities used (and where they came from)", title_justify="left")
+    for col in ("name", "GPU model", "profile", "MPS", "capacity", "instances", "from"):
+        table.add_column(col, justify="right" if col in ("capacity", "instances") else "left")
+    for j, u in rows:
+        unit = "QPS" if j.kind == "infer" else "samples/s"
+        table.add_row(
+            j.name,
+            u.model,
+            u.profile,
+            f"x{u.processes}" if u.processes > 1 else "-",
+            f"{u.capacity:,.1f} {unit}",
+            str(u.instances),
+            u.origin or "-",
+        )
+    stdout().print(table)
+
+
 def _print_verify(checked: VerifyResult) -> None:
     from rich.table import Table
 
@@ -297,7 +357,14 @@ def _print_verify(checked: VerifyResult) -> None:
             col, justify="right" if col in ("target", "achieved", "worst latency") else "left"
         )
     for j in checked.jobs:
-        bad = next((i.verdict for i in j.instances if not i.held), "")
+        bad = next(
+            (
+                (f"MPS client {i.mps_client}: " if i.mps_client is not None else "") + i.verdict
+                for i in j.instances
+                if not i.held
+            ),
+            "",
+        )
         table.add_row(
             j.name,
             j.slo or f">= {j.target:g} samples/s",

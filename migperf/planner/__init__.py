@@ -3,10 +3,13 @@
 From a demand file (services with a QPS and a latency SLO, training jobs
 with a throughput floor, the GPUs available; :mod:`~migperf.planner.demand`)
 and the capacities measured in a results store
-(:mod:`~migperf.planner.capacity`), a mixed-integer program
+(:mod:`~migperf.planner.capacity`) or given in capacities files, CSV or YAML
+(:mod:`~migperf.planner.capfile`), kept in one table
+(:mod:`~migperf.planner.table`), a mixed-integer program
 (:mod:`~migperf.planner.milp`) picks a layout for each GPU among the
 candidates (:mod:`~migperf.planner.candidates`) and a service for each
-instance (:mod:`~migperf.planner.optimizer`), and compares the plan
+instance, with as many MPS processes as the service allows and its
+capacities say pay (:mod:`~migperf.planner.optimizer`), and compares the plan
 (:mod:`~migperf.planner.result`) with simpler ones
 (:mod:`~migperf.planner.baselines`). The plan is written as a mig-parted
 config (:mod:`~migperf.planner.export`) and can be checked on the GPUs, all
@@ -38,9 +41,11 @@ from migperf.planner.capacity import (
     derate_factors,
     model_for_gpu_name,
 )
+from migperf.planner.capfile import load_capacities
 from migperf.planner.demand import (
     DemandSpec,
     GpuPoolSpec,
+    MpsAllowance,
     ServiceSpec,
     SloSpec,
     TrainingSpec,
@@ -51,11 +56,14 @@ from migperf.planner.export import (
     DEFAULT_CONFIG_NAME,
     config_names,
     measurement_configs,
+    mps_side_path,
+    plan_mps_file,
     plan_to_migparted,
 )
 from migperf.planner.optimizer import plan_layout
 from migperf.planner.result import (
     BaselineResult,
+    CapacityUse,
     GpuPlan,
     InstancePlan,
     JobOutcome,
@@ -71,6 +79,7 @@ __all__ = [
     "CandidateLayout",
     "CapacityEntry",
     "CapacityTable",
+    "CapacityUse",
     "DemandSpec",
     "EventKind",
     "GpuPlan",
@@ -78,6 +87,7 @@ __all__ = [
     "InstancePlan",
     "JobOutcome",
     "MissingCapacity",
+    "MpsAllowance",
     "Plan",
     "PlanReport",
     "ServiceSpec",
@@ -88,13 +98,16 @@ __all__ = [
     "capacity_table",
     "config_names",
     "derate_factors",
+    "load_capacities",
     "load_demand",
     "measurement_configs",
     "model_for_gpu_name",
+    "mps_side_path",
     "needed_keys",
     "parse_demand",
     "plan_demand",
     "plan_layout",
+    "plan_mps_file",
     "plan_to_migparted",
     "planning_layouts",
     "uniform_layouts",

@@ -3,7 +3,11 @@
 * whole GPUs per service (MIG off): the measured whole-GPU capacity, else the
   full-size profile's; each GPU serves one service;
 * the best uniform layout: one profile, as many as fit, on every GPU
-  (``1g.10gb*7``).
+  (``1g.10gb*7``);
+* when a service may run MPS inside its instances: the same plan without
+  MPS (MIG only), so the plan says what MPS saved.
+
+The whole-GPU and uniform baselines use the one-process capacities only.
 
 Each is counted within the GPUs available first and, when it cannot fit
 them, without the per-model limits (``fits`` is then False).
@@ -11,11 +15,13 @@ them, without the per-model limits (``fits`` is then False).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from migperf.nvml.catalog import get_model
 from migperf.planner.candidates import CandidateLayout, uniform_layouts
 from migperf.planner.capacity import WHOLE_GPU, CapacityTable, Key
 from migperf.planner.demand import DemandSpec
-from migperf.planner.milp import Outcome, Pool, Problem, SolveCounter, covers, solve
+from migperf.planner.milp import Outcome, Pool, Problem, SolveCounter, covers, served, solve
 from migperf.planner.result import BaselineResult
 
 __all__ = ["compare_baselines"]
@@ -28,7 +34,7 @@ def compare_baselines(
     counter: SolveCounter,
     time_limit_s: float,
 ) -> tuple[BaselineResult, ...]:
-    """The whole-GPU and the uniform-layout baselines for a demand.
+    """The whole-GPU and the uniform-layout baselines for a demand (and MIG only, with MPS).
 
     Args:
         demand: The demand.
@@ -37,10 +43,27 @@ def compare_baselines(
         counter: Counts the solves.
         time_limit_s: HiGHS time limit per program.
     """
-    return (
+    mig_only = replace(prob, mps=None)
+    out = (
         _whole_gpu_baseline(demand, table, prob, counter, time_limit_s),
-        _uniform_baseline(demand, prob, counter, time_limit_s),
+        _uniform_baseline(demand, mig_only, counter, time_limit_s),
     )
+    if prob.mps is None:
+        return out
+    return (*out, _mig_only_baseline(mig_only, counter, time_limit_s))
+
+
+def _mig_only_baseline(prob: Problem, counter: SolveCounter, time_limit_s: float) -> BaselineResult:
+    title = "the same planner without MPS (MIG only)"
+    gpus, fits, out = _min_gpus(prob, counter, time_limit_s)
+    if gpus is None or out is None:
+        return BaselineResult(
+            "mig-only", title, None, False, detail="cannot serve the demand without MPS"
+        )
+    detail = "" if out.status == 0 else "not proven optimal within the time limit"
+    if not fits:
+        detail = "does not fit the GPUs available (counted without the per-model limits)"
+    return BaselineResult("mig-only", title, gpus, fits, detail=detail)
 
 
 def _min_gpus(
@@ -168,12 +191,5 @@ def _spare(prob: Problem, out: Outcome) -> float:
     """Mean service coverage of a solution (its spare capacity)."""
     if not prob.services:
         return 0.0
-    cov = []
-    for si, (name, dem, _) in enumerate(prob.services):
-        got = sum(
-            n * prob.cap(prob.pools[mi].model, p, name)
-            for (mi, p, s2), n in out.y.items()
-            if s2 == si
-        )
-        cov.append(got / dem)
+    cov = [served(prob, out, si) / dem for si, (_, dem, _) in enumerate(prob.services)]
     return sum(cov) / len(cov)

@@ -1,10 +1,11 @@
-"""The capacity table: what one MIG instance of each profile can serve, measured.
+"""The capacity table from the results store: what one MIG instance of each profile can serve, measured.
 
 For every (GPU model, MIG profile, service) the planner needs the highest QPS
 at which the service's SLO still holds on one instance of that profile; for
-every training job, the samples/s one instance reaches. Both come from the
-results store (``migperf.results.load(path, wide=True)``, see
-``docs/results-schema.md``), never from a guess:
+every training job, the samples/s one instance reaches. From the results
+store (``migperf.results.load(path, wide=True)``, see
+``docs/results-schema.md``) they are read, never guessed, like this (the
+other source is a capacities file, :mod:`migperf.planner.capfile`):
 
 * a service's capacity is the metric ``max_qps_under_slo`` of ``ok`` runs
   with ``task: infer``, the service's workload, precision and batch size
@@ -18,9 +19,14 @@ results store (``migperf.results.load(path, wide=True)``, see
 * a training job's capacity is the metric ``samples_per_s`` of ``ok`` runs
   with ``task: train`` and the job's workload, precision and batch size.
 
-Only runs alone on their slot count (``params.group_id`` empty); co-located
-runs feed :func:`derate_factors` instead. Repeats are reduced to their
-median, and the count is kept. Runs of a whole GPU with MIG off are kept
+Only runs alone on their slot count (``params.group_id`` empty), with one
+exception: the clients of one MPS run (``params.sharing: mps``, ``k`` clients
+on one slot, no neighbours; ``migperf run`` with an ``mps`` sharing arm) that
+all finished ``ok`` are one measurement of the slot running ``k`` processes,
+and their ``max_qps_under_slo`` values add up to its capacity (each client
+searched its own highest rate while the others ran). Other co-located runs
+feed :func:`derate_factors` instead. Repeats are reduced to their median, and
+the count and run ids are kept. Runs of a whole GPU with MIG off are kept
 under the profile :data:`WHOLE_GPU` for the no-MIG baseline. Real
 measurements win over simulated ones for the same key; simulated ones are
 used only when nothing else exists, and are flagged.
@@ -36,12 +42,20 @@ import json
 import math
 import re
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from migperf.nvml.catalog import MODELS, get_model
+from migperf.nvml.catalog import MODELS
 from migperf.planner.demand import DemandSpec, ServiceSpec, TrainingSpec
+from migperf.planner.table import (
+    WHOLE_GPU,
+    CapacityEntry,
+    CapacityTable,
+    Key,
+    MissingCapacity,
+    MpsKey,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -50,16 +64,12 @@ __all__ = [
     "WHOLE_GPU",
     "CapacityEntry",
     "CapacityTable",
+    "Key",
     "MissingCapacity",
     "capacity_table",
     "derate_factors",
     "model_for_gpu_name",
 ]
-
-#: The profile name under which whole-GPU (MIG off) capacities are kept.
-WHOLE_GPU = "gpu"
-
-Key = tuple[str, str, str]
 
 
 def model_for_gpu_name(name: str | None) -> str | None:
@@ -78,211 +88,6 @@ def model_for_gpu_name(name: str | None) -> str | None:
         if norm(model.name) == wanted:
             return model.key
     return None
-
-
-@dataclass(frozen=True)
-class CapacityEntry:
-    """The capacity of one instance of a profile for one service or training job.
-
-    Attributes:
-        model: Catalog model key (``a100-80gb``).
-        profile: GPU-instance profile (``3g.40gb``), or :data:`WHOLE_GPU`.
-        job: The service or training job name.
-        kind: ``infer`` (value in queries/s under the SLO) or ``train`` (samples/s).
-        base: The median over repeats (or the estimate), before derating.
-        runs: Repeats the median is over (0 for an estimate).
-        source: ``measured`` or ``estimate`` (``--assume-linear``).
-        measured_slo_ms: Latency target of the runs used (services).
-        estimated_from: The measured profile an estimate was scaled from.
-        simulated: The runs were on a simulated GPU (workloads on the CPU).
-        derate: Co-location factor applied (1.0: none).
-    """
-
-    model: str
-    profile: str
-    job: str
-    kind: Literal["infer", "train"]
-    base: float
-    runs: int
-    source: Literal["measured", "estimate"] = "measured"
-    measured_slo_ms: float | None = None
-    estimated_from: str | None = None
-    simulated: bool = False
-    derate: float = 1.0
-
-    @property
-    def value(self) -> float:
-        """The capacity the planner uses: ``base x derate``."""
-        return self.base * self.derate
-
-    @property
-    def unit(self) -> str:
-        """``QPS`` for services, ``samples/s`` for training."""
-        return "QPS" if self.kind == "infer" else "samples/s"
-
-    def describe(self) -> str:
-        """The value with its provenance, for tables (``812.5 (estimate from 3g.40gb)``)."""
-        text = f"{self.value:.1f}"
-        if self.source == "estimate":
-            text += f" (estimate from {self.estimated_from})"
-        if self.derate < 1.0:
-            text += f" (derated x{self.derate:.2f})"
-        if self.simulated:
-            text += " (simulated)"
-        return text
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form."""
-        return {
-            "model": self.model,
-            "profile": self.profile,
-            "job": self.job,
-            "kind": self.kind,
-            "value": self.value,
-            "unit": self.unit,
-            "base": self.base,
-            "runs": self.runs,
-            "source": self.source,
-            "measured_slo_ms": self.measured_slo_ms,
-            "estimated_from": self.estimated_from,
-            "simulated": self.simulated,
-            "derate": self.derate,
-        }
-
-
-@dataclass(frozen=True)
-class MissingCapacity:
-    """A capacity the plan needs and the store does not have.
-
-    Attributes:
-        model: Catalog model key.
-        profile: The profile.
-        job: Service or training job name.
-        note: Why, when the store has something close (a looser SLO only).
-    """
-
-    model: str
-    profile: str
-    job: str
-    note: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form."""
-        return {"model": self.model, "profile": self.profile, "job": self.job, "note": self.note}
-
-
-@dataclass(frozen=True)
-class CapacityTable:
-    """Capacities by (model, profile, job), with what the store said about the rest.
-
-    Attributes:
-        entries: ``(model, profile, job) -> entry``.
-        best_latency_ms: Per service, the lowest latency at its SLO percentile
-            any matching server run measured, with the model and profile:
-            what the service can achieve at best, for explanations.
-        near_misses: ``(model, profile, job) -> note`` for keys measured only
-            under a looser SLO (or another percentile).
-        notes: Things the user should know (ignored GPUs, simulated runs).
-    """
-
-    entries: Mapping[Key, CapacityEntry] = field(default_factory=dict)
-    best_latency_ms: Mapping[str, tuple[float, str, str]] = field(default_factory=dict)
-    near_misses: Mapping[Key, str] = field(default_factory=dict)
-    notes: tuple[str, ...] = ()
-
-    def entry(self, model: str, profile: str, job: str) -> CapacityEntry | None:
-        """The entry for a key, or None."""
-        return self.entries.get((model, profile, job))
-
-    def value(self, model: str, profile: str, job: str) -> float | None:
-        """The capacity for a key (after derating), or None when unknown."""
-        e = self.entries.get((model, profile, job))
-        return None if e is None else e.value
-
-    def missing(self, needed: Iterable[Key]) -> list[MissingCapacity]:
-        """The needed keys without an entry, in the order given."""
-        return [
-            MissingCapacity(m, p, j, self.near_misses.get((m, p, j), ""))
-            for m, p, j in needed
-            if (m, p, j) not in self.entries
-        ]
-
-    @property
-    def has_estimates(self) -> bool:
-        """Whether any entry is an ``--assume-linear`` estimate."""
-        return any(e.source == "estimate" for e in self.entries.values())
-
-    def with_linear_estimates(self, needed: Iterable[Key]) -> CapacityTable:
-        """Fill missing keys from the same model's nearest measured profile, scaled by SMs.
-
-        "Nearest" is the measured profile (whole GPU included) with the
-        closest SM count, the larger on a tie. A key whose model has no
-        measured profile for that job stays missing.
-
-        Args:
-            needed: The keys the plan needs.
-
-        Returns:
-            A new table; estimates carry ``source="estimate"``.
-        """
-        entries = dict(self.entries)
-        for m, p, j in needed:
-            if (m, p, j) in entries:
-                continue
-            sources = [
-                e
-                for e in self.entries.values()
-                if e.model == m and e.job == j and e.source == "measured"
-            ]
-            if not sources:
-                continue
-            want = _sm_count(m, p)
-            src = min(
-                sources,
-                key=lambda e: (abs(_sm_count(m, e.profile) - want), -_sm_count(m, e.profile)),
-            )
-            scale = want / _sm_count(m, src.profile)
-            entries[(m, p, j)] = CapacityEntry(
-                model=m,
-                profile=p,
-                job=j,
-                kind=src.kind,
-                base=src.base * scale,
-                runs=0,
-                source="estimate",
-                measured_slo_ms=src.measured_slo_ms,
-                estimated_from=src.profile,
-                simulated=src.simulated,
-                derate=src.derate,
-            )
-        return replace(self, entries=entries)
-
-    def derated(self, factors: Mapping[Key, float]) -> CapacityTable:
-        """The table with co-location factors applied (each clipped to (0, 1]).
-
-        Args:
-            factors: ``(model, profile, job) -> normalized progress`` measured
-                co-located; keys without a factor keep 1.0.
-        """
-        entries = dict(self.entries)
-        for key, factor in factors.items():
-            e = entries.get(key)
-            if e is None or not math.isfinite(factor) or factor <= 0:
-                continue
-            entries[key] = replace(e, derate=min(1.0, float(factor)))
-        return replace(self, entries=entries)
-
-    def to_list(self) -> list[dict[str, Any]]:
-        """Every entry as plain JSON."""
-        return [e.to_dict() for _, e in sorted(self.entries.items())]
-
-
-def _sm_count(model: str, profile: str) -> int:
-    m = get_model(model)
-    if profile == WHOLE_GPU:
-        return m.full_profile.sm_count
-    fact = next((p for p in m.profiles if p.name == profile), None)
-    return fact.sm_count if fact is not None else m.full_profile.sm_count
 
 
 # --------------------------------------------------------------- from a store
@@ -319,6 +124,56 @@ class _Row:
     simulated: bool
     values: dict[str, Any]
     params: dict[str, Any]
+    run_ids: tuple[str, ...] = ()
+    processes: int = 1
+
+
+def _run_id(rec: dict[str, Any]) -> str:
+    rid = rec.get("run_id")
+    if isinstance(rid, float) and rid.is_integer():
+        rid = int(rid)
+    return str(rid) if rid is not None else "?"
+
+
+def _where(rec: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
+    """(model, profile, unknown GPU name) of a record; profile None: skip it."""
+    model = model_for_gpu_name(rec.get("gpu_name"))
+    if model is None:
+        return None, None, str(rec["gpu_name"]) if rec.get("gpu_name") else None
+    profile = rec.get("profile")
+    if profile is None or (isinstance(profile, float) and math.isnan(profile)):
+        return model, WHOLE_GPU, None
+    if re.match(r"^\d+c\.", str(profile)):
+        return model, None, None  # a compute-instance split: the planner plans whole GPU instances
+    return model, str(profile), None
+
+
+def _mps_group(members: list[tuple[str, str, dict[str, Any], dict[str, Any]]]) -> _Row | None:
+    """One MPS run (its clients' records) as one row of the slot, or None when incomplete."""
+    model, profile, first, params = members[0]
+    slot = str(params.get("slot") or "").split("/")[0]
+    slots = params.get("slots") or []
+    k = sum(1 for s in slots if s == slot)
+    # Neighbours on other slots, or a client that did not finish ok: not a clean measurement.
+    if k < 2 or len(slots) != k or len(members) != k:
+        return None
+    values = dict(first)
+    total = 0.0
+    for _, _, rec, _ in members:
+        total += _num(rec.get("max_qps_under_slo")) or 0.0  # NULL: that client served nothing
+    if all(_num(rec.get("max_qps_under_slo")) is None for _, _, rec, _ in members):
+        values["max_qps_under_slo"] = None
+    else:
+        values["max_qps_under_slo"] = total
+    return _Row(
+        model,
+        profile,
+        all(bool(rec.get("simulated")) for _, _, rec, _ in members),
+        values,
+        params,
+        tuple(_run_id(rec) for _, _, rec, _ in members),
+        k,
+    )
 
 
 def _rows(frame: pd.DataFrame) -> tuple[list[_Row], list[str]]:
@@ -326,28 +181,36 @@ def _rows(frame: pd.DataFrame) -> tuple[list[_Row], list[str]]:
     unknown: set[str] = set()
     if frame.empty:
         return rows, []
+    groups: dict[str, list[tuple[str, str, dict[str, Any], dict[str, Any]]]] = {}
     for rec in frame.to_dict("records"):
         if rec.get("status") != "ok":
             continue
         params = _params(rec.get("params"))
-        if params.get("group_id") or params.get("role") == "neighbor":
+        if params.get("role") == "neighbor":
             continue  # co-located: derating, not capacity
-        model = model_for_gpu_name(rec.get("gpu_name"))
-        if model is None:
-            if rec.get("gpu_name"):
-                unknown.add(str(rec["gpu_name"]))
+        grouped = bool(params.get("group_id"))
+        if grouped and params.get("sharing") != "mps":
+            continue  # co-located: derating, not capacity
+        model, profile, bad = _where(rec)
+        if bad is not None:
+            unknown.add(bad)
+        if model is None or profile is None:
             continue
-        profile = rec.get("profile")
-        if profile is None or (isinstance(profile, float) and math.isnan(profile)):
-            profile = WHOLE_GPU
-        elif re.match(r"^\d+c\.", str(profile)):
-            continue  # a compute-instance split: the planner plans whole GPU instances
-        rows.append(_Row(model, str(profile), bool(rec.get("simulated")), rec, params))
+        if grouped:
+            groups.setdefault(str(params["group_id"]), []).append((model, profile, rec, params))
+            continue
+        rows.append(_Row(model, profile, bool(rec.get("simulated")), rec, params, (_run_id(rec),)))
+    for members in groups.values():
+        row = _mps_group(members)
+        if row is not None:
+            rows.append(row)
     return rows, sorted(unknown)
 
 
 def _same_model(row: _Row, job: ServiceSpec | TrainingSpec) -> bool:
     v = row.values
+    if job.workload is None:
+        return False  # planned from capacities files only
     if v.get("workload") != job.workload or v.get("task") != job.task:
         return False
     if v.get("precision") != job.precision or _num(v.get("batch_size")) != job.batch_size:
@@ -373,6 +236,17 @@ def _prefer_real(rows: Sequence[_Row]) -> list[_Row]:
     return real or list(rows)
 
 
+def _origin(rows: Sequence[_Row]) -> str:
+    """``store runs 3, 4, 5`` (MPS: the clients of each run, grouped)."""
+    k = rows[0].processes if rows else 1
+    parts = ["+".join(r.run_ids) for r in rows]
+    shown = ", ".join(parts[:8]) + (f" and {len(parts) - 8} more" if len(parts) > 8 else "")
+    text = f"store run{'s' if len(parts) > 1 or k > 1 else ''} {shown}"
+    if k > 1:
+        text += f" (MPS: {k} clients per run, their max_qps_under_slo summed)"
+    return text
+
+
 def capacity_table(frame: pd.DataFrame, demand: DemandSpec) -> CapacityTable:
     """Build the capacity table for a demand from stored runs.
 
@@ -385,6 +259,7 @@ def capacity_table(frame: pd.DataFrame, demand: DemandSpec) -> CapacityTable:
     """
     rows, unknown = _rows(frame)
     entries: dict[Key, CapacityEntry] = {}
+    mps: dict[MpsKey, CapacityEntry] = {}
     near: dict[Key, str] = {}
     best: dict[str, tuple[float, str, str]] = {}
     notes: list[str] = []
@@ -399,7 +274,9 @@ def capacity_table(frame: pd.DataFrame, demand: DemandSpec) -> CapacityTable:
         ]
         for r in rows:
             if (
-                r.values.get("workload") == svc.workload
+                svc.workload is not None
+                and r.processes == 1
+                and r.values.get("workload") == svc.workload
                 and r.values.get("task") == "infer"
                 and (r.params.get("scenario") or {}).get("find_max_qps")
                 and not _same_model(r, svc)
@@ -411,30 +288,36 @@ def capacity_table(frame: pd.DataFrame, demand: DemandSpec) -> CapacityTable:
         lat_col = _latency_column(svc.slo.percentile)
         for r in server:
             lat = _num(r.values.get(lat_col))
-            if lat is not None and (svc.name not in best or lat < best[svc.name][0]):
+            if (
+                r.processes == 1
+                and lat is not None
+                and (svc.name not in best or lat < best[svc.name][0])
+            ):
                 best[svc.name] = (lat, r.model, r.profile)
         searched = [r for r in server if (r.params.get("scenario") or {}).get("find_max_qps")]
-        by_key: dict[tuple[str, str], list[tuple[float, _Row]]] = {}
+        by_key: dict[tuple[str, str, int], list[tuple[float, _Row]]] = {}
         for r in searched:
             target, pct = _scenario_slo(r)
-            key = (r.model, r.profile)
+            key = (r.model, r.profile, r.processes)
             if target is None or pct is None:
                 continue
             if pct != svc.slo.percentile:
-                near[(key[0], key[1], svc.name)] = f"measured only at p{pct:g} <= {target:g} ms"
+                if r.processes == 1:
+                    near[(key[0], key[1], svc.name)] = f"measured only at p{pct:g} <= {target:g} ms"
                 continue
             if target > svc.slo.latency_ms * (1 + 1e-9):
-                near[(key[0], key[1], svc.name)] = (
-                    f"measured only under a looser SLO (p{pct:g} <= {target:g} ms)"
-                )
+                if r.processes == 1:
+                    near[(key[0], key[1], svc.name)] = (
+                        f"measured only under a looser SLO (p{pct:g} <= {target:g} ms)"
+                    )
                 continue
             by_key.setdefault(key, []).append((target, r))
-        for (model, profile), found in by_key.items():
+        for (model, profile, k), found in by_key.items():
             closest = max(t for t, _ in found)
             use = _prefer_real([r for t, r in found if t == closest])
             # NULL: even the lowest rate tried missed the SLO; a measured zero.
             values = [_num(r.values.get("max_qps_under_slo")) or 0.0 for r in use]
-            entries[(model, profile, svc.name)] = CapacityEntry(
+            entry = CapacityEntry(
                 model=model,
                 profile=profile,
                 job=svc.name,
@@ -443,13 +326,23 @@ def capacity_table(frame: pd.DataFrame, demand: DemandSpec) -> CapacityTable:
                 runs=len(values),
                 measured_slo_ms=closest,
                 simulated=all(r.simulated for r in use),
+                processes=k,
+                origin=_origin(use),
             )
-            near.pop((model, profile, svc.name), None)
+            if k > 1:
+                mps[(model, profile, svc.name, k)] = entry
+            else:
+                entries[(model, profile, svc.name)] = entry
+                near.pop((model, profile, svc.name), None)
 
     for job in demand.training:
         by_key2: dict[tuple[str, str], list[_Row]] = {}
         for r in rows:
-            if _same_model(r, job) and _num(r.values.get("samples_per_s")) is not None:
+            if (
+                r.processes == 1
+                and _same_model(r, job)
+                and _num(r.values.get("samples_per_s")) is not None
+            ):
                 by_key2.setdefault((r.model, r.profile), []).append(r)
         for (model, profile), found2 in by_key2.items():
             use = _prefer_real(found2)
@@ -462,14 +355,15 @@ def capacity_table(frame: pd.DataFrame, demand: DemandSpec) -> CapacityTable:
                 base=float(statistics.median(values)),
                 runs=len(values),
                 simulated=all(r.simulated for r in use),
+                origin=_origin(use),
             )
 
-    if any(e.simulated for e in entries.values()):
+    if any(e.simulated for e in [*entries.values(), *mps.values()]):
         notes.append(
             "some capacities come from SIMULATED runs (workloads ran on the CPU); "
             "measure on real GPUs before trusting the plan"
         )
-    return CapacityTable(entries, best, near, tuple(notes))
+    return CapacityTable(entries, best, near, tuple(notes), mps)
 
 
 def derate_factors(frame: pd.DataFrame, demand: DemandSpec) -> tuple[dict[Key, float], str]:

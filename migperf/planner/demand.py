@@ -30,6 +30,15 @@ A training job is matched to ``task: train`` runs; it runs on one MIG instance
 the instance must reach ``min_samples_per_s`` on its own. ``headroom`` applies
 to the services' QPS, not to training floors, which are minimums already.
 
+A service whose capacities all come from capacities files
+(``migperf plan --capacities FILE``, :mod:`migperf.planner.capfile`) needs
+only ``name``, ``target_qps`` and ``slo``: a ``workload`` (and precision,
+batch size ...) is needed only where the results store must be searched for
+it or ``--verify`` must run it; :func:`load_demand` reports a missing one
+there with its line. ``mps: {max_processes: 3}`` lets the planner run up to
+that many MPS processes of the service inside one MIG instance (when their
+capacity is known).
+
 ``gpus[].profiles`` restricts the layouts the planner considers to those
 profiles (layouts are maximal among them); ``gpus[].per_node`` (default 8)
 says how a model's GPUs are split into nodes, which decides the ``devices``
@@ -38,6 +47,7 @@ indices and configuration names of the mig-parted file the planner writes.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -51,6 +61,7 @@ __all__ = [
     "MAX_JOBS",
     "DemandSpec",
     "GpuPoolSpec",
+    "MpsAllowance",
     "ServiceSpec",
     "SloSpec",
     "TrainingSpec",
@@ -62,7 +73,9 @@ _HINT = "see configs/demand-example.yaml for a complete demand file"
 
 
 def _workload_for(task: str) -> Any:
-    def check(name: str) -> str:
+    def check(name: str | None) -> str | None:
+        if name is None:
+            return None  # a service planned from capacities files only
         from migperf.bench.workloads import workload_info, workload_names
 
         names = workload_names()
@@ -98,11 +111,25 @@ class SloSpec(StrictModel):
         return f"p{self.percentile:g} <= {self.latency_ms:g} ms"
 
 
+#: Most MPS processes one MIG instance may run (what MPS allows per device on Volta and later).
+MAX_MPS_PROCESSES = 48
+
+
+class MpsAllowance(StrictModel):
+    """MPS inside a service's MIG instances: ``{max_processes: 3}``."""
+
+    max_processes: int = Field(..., ge=1, le=MAX_MPS_PROCESSES)
+
+
 class ServiceSpec(StrictModel):
-    """An inference service: a model behind a dynamic batcher, a QPS to serve, an SLO."""
+    """An inference service: a model behind a dynamic batcher, a QPS to serve, an SLO.
+
+    ``workload`` may be left out when every capacity of the service comes
+    from capacities files and it is not verified (see the module docstring).
+    """
 
     name: str = Field(..., min_length=1)
-    workload: str
+    workload: str | None = None
     task: Literal["infer"] = "infer"
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"
     batch_size: int = Field(1, ge=1)
@@ -110,8 +137,14 @@ class ServiceSpec(StrictModel):
     model_args: dict[str, Any] | None = None
     target_qps: float = Field(..., gt=0)
     slo: SloSpec
+    mps: MpsAllowance | None = None
 
     _workload = field_validator("workload")(_workload_for("infer"))
+
+    @property
+    def max_processes(self) -> int:
+        """The most MPS processes one instance may run for it (1: no MPS)."""
+        return self.mps.max_processes if self.mps is not None else 1
 
 
 class TrainingSpec(StrictModel):
@@ -229,6 +262,16 @@ class DemandSpec(StrictModel):
         """Every GPU the demand offers, all models together."""
         return sum(g.count for g in self.gpus)
 
+    @property
+    def max_processes(self) -> dict[str, int]:
+        """Per service, the most MPS processes one instance may run for it (1: no MPS)."""
+        return {s.name: s.max_processes for s in self.services}
+
+    @property
+    def allows_mps(self) -> bool:
+        """Whether any service may run several MPS processes in one instance."""
+        return any(s.max_processes > 1 for s in self.services)
+
     def required_qps(self, service: ServiceSpec) -> float:
         """The QPS a service must be able to serve: ``target_qps x (1 + headroom)``."""
         return service.target_qps * (1.0 + self.headroom)
@@ -249,24 +292,72 @@ class DemandSpec(StrictModel):
 # ---------------------------------------------------------------- loading
 
 
-def parse_demand(text: str, source: str = "<demand>") -> DemandSpec:
+def _workload_checks(
+    names: Collection[str] | Literal["all"],
+) -> Any:
+    """A :func:`~migperf.yamlsource.validate_yaml` check: these services need a workload."""
+
+    def check(
+        data: dict[str, Any], _spec: DemandSpec | None
+    ) -> Iterable[tuple[tuple[Any, ...], str]]:
+        services = data.get("services")
+        if not isinstance(services, list):
+            return
+        for i, svc in enumerate(services):
+            if not isinstance(svc, dict) or svc.get("workload") is not None:
+                continue
+            if names == "all" or svc.get("name") in names:
+                yield (
+                    ("services", i, "workload"),
+                    "required field is missing (the service is planned from the results store "
+                    "or run by --verify; a service planned from capacities files only may leave "
+                    "it out)"
+                    if names != "all"
+                    else "required field is missing",
+                )
+
+    return check
+
+
+def parse_demand(
+    text: str,
+    source: str = "<demand>",
+    *,
+    require_workload: Collection[str] | Literal["all"] = "all",
+) -> DemandSpec:
     """Validate demand YAML text.
 
     Args:
         text: The YAML.
         source: Name used in messages (the path).
+        require_workload: The services that must give a ``workload``
+            (``all``: every one, as without capacities files).
 
     Raises:
         ConfigError: not YAML, or any field invalid; the message lists every
             problem as ``source:line: field: problem``.
     """
-    return validate_yaml(text, source, DemandSpec, kind="a demand file", hint=_HINT)
+    return validate_yaml(
+        text,
+        source,
+        DemandSpec,
+        kind="a demand file",
+        hint=_HINT,
+        checks=_workload_checks(require_workload),
+    )
 
 
-def load_demand(path: Path) -> DemandSpec:
+def load_demand(
+    path: Path, *, require_workload: Collection[str] | Literal["all"] = "all"
+) -> DemandSpec:
     """Read and validate a demand file.
+
+    Args:
+        path: The file.
+        require_workload: The services that must give a ``workload`` (see
+            :func:`parse_demand`).
 
     Raises:
         ConfigError: unreadable, not YAML, or invalid (every problem listed).
     """
-    return parse_demand(read_text(path), str(path))
+    return parse_demand(read_text(path), str(path), require_workload=require_workload)

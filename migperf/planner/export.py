@@ -7,7 +7,11 @@
   ``nvidia-mig-parted apply`` both read it. A plan over several nodes gets
   one configuration per node (``NAME-a100-80gb-node1``), since GPU indices
   restart on every node. The file's comments say what each instance serves
-  and flag estimated capacities.
+  and flag estimated capacities and MPS.
+* :func:`plan_mps_file` writes the MPS side of a plan that runs MPS inside
+  MIG instances: mig-parted only creates the MIG layout, so which instance
+  runs how many MPS processes of which service is listed in a side file
+  (``mig.mps.yaml`` next to ``mig.yaml``), which the mig-parted file names.
 * :func:`measurement_configs` writes, per GPU model, the experiment config
   (``migperf run``) that measures the capacities a plan is missing: layouts
   that hold each needed profile once, and per service a LoadGen server job
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -30,7 +35,14 @@ from migperf.planner.capacity import MissingCapacity
 from migperf.planner.demand import DemandSpec, ServiceSpec
 from migperf.planner.result import GpuPlan, Plan
 
-__all__ = ["DEFAULT_CONFIG_NAME", "config_names", "measurement_configs", "plan_to_migparted"]
+__all__ = [
+    "DEFAULT_CONFIG_NAME",
+    "config_names",
+    "measurement_configs",
+    "mps_side_path",
+    "plan_mps_file",
+    "plan_to_migparted",
+]
 
 #: The mig-parted configuration name a plan is written under (mig-parted's ``-c``).
 DEFAULT_CONFIG_NAME = "migperf-plan"
@@ -58,13 +70,22 @@ def config_names(plan: Plan, name: str = DEFAULT_CONFIG_NAME) -> dict[tuple[str,
     return {key: f"{name}-{key[0]}-node{key[1]}" for key in groups}
 
 
-def plan_to_migparted(plan: Plan, name: str = DEFAULT_CONFIG_NAME, source: str = "") -> str:
+def mps_side_path(out: Path) -> Path:
+    """Where the MPS side file of a mig-parted file goes: ``mig.yaml`` -> ``mig.mps.yaml``."""
+    return out.with_name(f"{out.stem}.mps{out.suffix or '.yaml'}")
+
+
+def plan_to_migparted(
+    plan: Plan, name: str = DEFAULT_CONFIG_NAME, source: str = "", mps_file: str = ""
+) -> str:
     """The plan as a mig-parted ``version: v1`` config, one entry per GPU.
 
     Args:
         plan: A plan with at least one GPU.
         name: The configuration name (one node), or its prefix (several).
         source: The demand file, for the header comment.
+        mps_file: The MPS side file written with it (:func:`plan_mps_file`),
+            named in the header when the plan runs MPS.
 
     Returns:
         The YAML text, ending with a newline.
@@ -82,6 +103,14 @@ def plan_to_migparted(plan: Plan, name: str = DEFAULT_CONFIG_NAME, source: str =
     if not plan.feasible:
         head.append(
             "# WARNING: this plan does NOT meet the demand (best effort); see `migperf plan`."
+        )
+    if plan.uses_mps:
+        head.append(
+            "# MPS: instances marked 'MPS xK' below run K MPS processes of their service. "
+            "mig-parted only creates the MIG layout; start one MPS control daemon per such "
+            "MIG device and K clients on it"
+            + (f", as {mps_file} lists" if mps_file else "")
+            + " (`migperf plan --verify` does this)."
         )
     head += [f"# NOTE: {note}" for note in plan.notes]
     estimated = sorted(
@@ -105,7 +134,11 @@ def plan_to_migparted(plan: Plan, name: str = DEFAULT_CONFIG_NAME, source: str =
         for g in gpus:
             served: dict[tuple[str, str], int] = {}
             for i in g.instances:
-                what = (i.job or "idle") + (" (estimate)" if i.estimate else "")
+                what = (
+                    (i.job or "idle")
+                    + (f" (MPS x{i.processes})" if i.processes > 1 else "")
+                    + (" (estimate)" if i.estimate else "")
+                )
                 served[(i.profile, what)] = served.get((i.profile, what), 0) + 1
             serving = ", ".join(
                 (f"{n} x " if n > 1 else "") + f"{p} -> {what}" for (p, what), n in served.items()
@@ -121,6 +154,57 @@ def plan_to_migparted(plan: Plan, name: str = DEFAULT_CONFIG_NAME, source: str =
                 "      mig-devices:",
                 *(f"        {_q(k)}: {v}" for k, v in ordered),
             ]
+    return "\n".join(lines) + "\n"
+
+
+def plan_mps_file(plan: Plan, name: str = DEFAULT_CONFIG_NAME, source: str = "") -> str:
+    """The MPS side of a plan: per MIG instance that runs several MPS processes, how many of what.
+
+    Each entry names the GPU as the mig-parted file does (configuration,
+    ``devices`` index, node), the instance by profile and its number among
+    that profile's instances on the GPU (ordered by placement, as
+    ``nvidia-smi mig -lgi`` lists them), the service and the process count.
+
+    Args:
+        plan: The plan.
+        name: The mig-parted configuration name (as given to :func:`plan_to_migparted`).
+        source: The demand file, for the header comment.
+
+    Returns:
+        The YAML text, ending with a newline.
+    """
+    labels = config_names(plan, name)
+    lines = [
+        "# MPS processes inside MIG instances, planned by `migperf plan`"
+        + (f" for {source}" if source else "")
+        + ".",
+        "# mig-parted creates the MIG layout only; it does not start MPS. For each entry, start",
+        "# an MPS control daemon on that MIG device (CUDA_VISIBLE_DEVICES=<its MIG UUID>) and",
+        "# run `processes` clients of the service on it, each taking capacity / processes QPS.",
+        "version: v1",
+        "mps:",
+    ]
+    for g in plan.gpus:
+        seen: dict[str, int] = {}
+        for inst in g.instances:
+            n = seen.get(inst.profile, 0)
+            seen[inst.profile] = n + 1
+            if inst.processes < 2 or inst.job is None:
+                continue
+            lines += [
+                f"  - config: {_q(labels[(g.model, g.node)])}",
+                f"    model: {_q(g.model)}",
+                f"    node: {g.node}",
+                f"    device: {g.device}",
+                f"    profile: {_q(inst.profile)}",
+                f"    instance: {n}",
+                f"    service: {_q(inst.job)}",
+                f"    processes: {inst.processes}",
+                f"    capacity_qps: {inst.capacity or 0.0:.1f}",
+                f"    load_qps: {inst.load or 0.0:.1f}",
+            ]
+    if lines[-1] == "mps:":
+        lines[-1] = "mps: []"
     return "\n".join(lines) + "\n"
 
 
@@ -177,7 +261,8 @@ def measurement_configs(
     Args:
         demand: The demand the capacities are for.
         missing: What the plan lacks (whole-GPU keys are skipped: the planner
-            never needs them).
+            never needs them; so are services without a ``workload``, which
+            only capacities files can give).
         repeats: Repeats per measurement (the planner uses their median).
         source: The demand file, for the comment.
 
@@ -186,6 +271,8 @@ def measurement_configs(
     """
     by_model: dict[str, dict[str, list[str]]] = {}
     for m in missing:
+        if demand.job(m.job).workload is None:
+            continue  # planned from capacities files only: nothing migperf can run
         by_model.setdefault(m.model, {}).setdefault(m.job, [])
         if m.profile not in by_model[m.model][m.job]:
             by_model[m.model][m.job].append(m.profile)

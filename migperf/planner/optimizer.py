@@ -5,8 +5,11 @@ maximal layouts (:mod:`migperf.planner.candidates`), and each of its
 instances serves at most one service or training job. A service ``s`` is
 covered when the summed capacity of its instances (the measured
 ``max_qps_under_slo`` of each instance's profile, see
-:mod:`migperf.planner.capacity`) reaches ``target_qps x (1 + headroom)``; a
-training job needs one instance whose ``samples_per_s`` reaches its floor.
+:mod:`migperf.planner.capacity`, or a capacities file's value,
+:mod:`migperf.planner.capfile`) reaches ``target_qps x (1 + headroom)``; a
+training job needs one instance whose ``samples_per_s`` reaches its floor. A
+service that allows MPS (``mps: {max_processes: k}``) may instead run up to
+``k`` MPS processes in an instance, with the measured capacity of that many.
 The mixed-integer program is in :mod:`migperf.planner.milp`.
 
 Phase 1 minimizes the GPU count. Phase 2 fixes that count and maximizes the
@@ -17,7 +20,8 @@ program can take minutes). With a fixed GPU count (``gpu_count``) only phase
 2 runs, under ``sum x <= gpu_count``, to HiGHS's default 0.01 %. The per-GPU
 plan is then rebuilt from the pool counts. The result says whether HiGHS
 proved the GPU count (or the fixed-count coverage) optimal or, at the time
-limit, what MIP gap remains. The baselines (:mod:`migperf.planner.baselines`)
+limit, what gap remains, the fewest GPUs HiGHS proved any plan needs, and
+what that means. The baselines (:mod:`migperf.planner.baselines`)
 are solved the same way.
 
 When the demand cannot be met, the result is not an empty plan: it says which
@@ -27,6 +31,7 @@ coverage on every available GPU, and how many GPUs the demand would need).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -45,7 +50,14 @@ from migperf.planner.milp import (
     problem_for,
     solve,
 )
-from migperf.planner.result import GpuPlan, InstancePlan, JobOutcome, Plan, SolverInfo
+from migperf.planner.result import (
+    CapacityUse,
+    GpuPlan,
+    InstancePlan,
+    JobOutcome,
+    Plan,
+    SolverInfo,
+)
 
 __all__ = ["plan_layout"]
 
@@ -68,7 +80,7 @@ def plan_layout(
     Args:
         demand: Services, training jobs and GPUs.
         table: Capacities (every needed key present: check
-            ``table.missing(needed_keys(...))`` first).
+            ``table.missing(needed_keys(...), demand.max_processes)`` first).
         layouts: Candidate layouts per model (default: :func:`planning_layouts`).
         gpu_count: Fixed GPU count (overrides ``demand.gpu_count``): maximize the
             smallest coverage on that many GPUs instead of minimizing GPUs.
@@ -84,7 +96,7 @@ def plan_layout(
     """
     t_start = time.perf_counter()
     layouts = layouts or {g.model: planning_layouts(g) for g in demand.gpus}
-    missing = table.missing(needed_keys(demand, layouts))
+    missing = table.missing(needed_keys(demand, layouts), demand.max_processes)
     if missing:
         m = missing[0]
         raise UsageError(
@@ -107,12 +119,24 @@ def plan_layout(
             "some capacities are ESTIMATES (--assume-linear: scaled by SM count from the "
             "nearest measured profile); measure them before relying on the plan"
         )
+    notes += _mps_notes(demand, table)
     explanation: list[str] = []
     phase1: Outcome | None = None
     if fixed is None:
         mode: Literal["min-gpus", "fixed-count"] = "min-gpus"
         phase1 = solve(prob, objective="min-gpus", time_limit_s=time_limit_s, counter=counter)
-        if phase1.status in (0, 1) and covers(prob, phase1):
+        if phase1.status == 1 and not covers(prob, phase1):
+            # The time limit came before any plan: that says nothing about feasibility.
+            feasible = False
+            lb = _lower_bound(phase1)
+            explanation = [
+                f"HiGHS found no plan within the {time_limit_s:g} s time limit"
+                + (f" (no plan can use fewer than {lb} GPU(s))" if lb else "")
+                + "; raise --time-limit, or shrink the program (fewer profiles in "
+                "gpus[].profiles, fewer services)"
+            ]
+            final = phase1
+        elif phase1.status in (0, 1) and covers(prob, phase1):
             final = phase1
             if prob.services:
                 # A tie-break: 1 % of the best spare capacity is close enough, and
@@ -155,16 +179,25 @@ def plan_layout(
                 f"{'QPS' if j.kind == 'infer' else 'samples/s'} it needs on {fixed} GPU(s) "
                 f"({j.coverage:.0%} of its target)"
             )
+    main = phase1 if phase1 is not None else final
+    main_time = main.time_s
     baselines = compare_baselines(demand, table, prob, counter, time_limit_s)
     optimal, statement = _statement(phase1, final, mode)
+    gap, bound, why = _proof(main, mode, time_limit_s)
     if not feasible and mode == "min-gpus":
         optimal, statement = False, "no plan meets the demand; shown: the best balanced coverage"
+        why = ""
     solver = SolverInfo(
         optimal=optimal,
         statement=statement,
         mip_gap=final.mip_gap,
         time_s=time.perf_counter() - t_start,
         solves=counter.solves,
+        gap=gap,
+        lower_bound=bound,
+        main_time_s=main_time,
+        solve_time_s=counter.time_s,
+        why=why,
     )
     return Plan(
         feasible=feasible and all(j.met for j in jobs) if mode == "min-gpus" else feasible,
@@ -201,24 +234,33 @@ def _build(
                 gpus.append([pool.model, index, text, insts])
                 index += 1
     taken: dict[tuple[int, str], int] = {}
+    used: dict[str, dict[tuple[str, str, int], list[Any]]] = {}  # job -> key -> [entry, n]
 
-    def assign(mi: int, p: str, name: str, kind: str, count: int) -> None:
+    def assign(mi: int, p: str, name: str, kind: str, count: int, processes: int = 1) -> None:
         free = pools.get((mi, p), [])
         start = taken.get((mi, p), 0)
-        entry = table.entry(prob.pools[mi].model, p, name)
+        model = prob.pools[mi].model
+        entry = table.entry(model, p, name, processes)
         for inst in free[start : start + count]:
             inst.update(
                 job=name,
                 kind=kind,
                 capacity=entry.value if entry else 0.0,
                 estimate=bool(entry and entry.source == "estimate"),
+                processes=processes,
+                batch_size=entry.batch_size if entry else None,
+                origin=entry.origin if entry else "",
             )
+        got = min(count, max(0, len(free) - start))
+        if got and entry is not None:
+            slot = used.setdefault(name, {}).setdefault((model, p, processes), [entry, 0])
+            slot[1] += got
         taken[(mi, p)] = start + count
 
     for si, (name, _, _) in enumerate(prob.services):
-        for (mi, p, s2), n in sorted(out.y.items()):
+        for (mi, p, s2, k), n in sorted(out.y.items()):
             if s2 == si:
-                assign(mi, p, name, "infer", n)
+                assign(mi, p, name, "infer", n, k)
     for ji, (name, _) in enumerate(prob.training):
         for (mi, p, j2), n in sorted(out.z.items()):
             if j2 == ji:
@@ -253,10 +295,20 @@ def _build(
                     capacity=inst.get("capacity"),
                     load=load,
                     estimate=bool(inst.get("estimate")),
+                    processes=int(inst.get("processes", 1)),
+                    batch_size=inst.get("batch_size"),
+                    origin=str(inst.get("origin", "")),
                 )
             )
         size = per_node[model]
         plans.append(GpuPlan(model, index, index // size, index % size, text, tuple(built)))
+
+    def uses(name: str) -> tuple[CapacityUse, ...]:
+        return tuple(
+            CapacityUse(m, p, k, e.value, n, e.origin, e.from_file)
+            for (m, p, k), (e, n) in sorted(used.get(name, {}).items())
+        )
+
     jobs = [
         JobOutcome(
             name=s.name,
@@ -267,6 +319,7 @@ def _build(
             instances=counts_by_job.get(s.name, 0),
             slo=str(s.slo),
             estimate=est.get(s.name, False),
+            used=uses(s.name),
         )
         for s in demand.services
     ] + [
@@ -278,19 +331,95 @@ def _build(
             capacity=totals.get(t.name, 0.0),
             instances=counts_by_job.get(t.name, 0),
             estimate=est.get(t.name, False),
+            used=uses(t.name),
         )
         for t in demand.training
     ]
     return tuple(plans), tuple(jobs)
 
 
+def _mps_notes(demand: DemandSpec, table: CapacityTable) -> list[str]:
+    """Services allowed MPS without any MPS capacity to plan it with."""
+    notes = []
+    for svc in demand.services:
+        most = svc.max_processes
+        if most < 2:
+            continue
+        models = {g.model for g in demand.gpus}
+        have = {k for (m, _, j, k) in table.mps if j == svc.name and m in models and k <= most}
+        if not have:
+            notes.append(
+                f"service {svc.name} may run up to {most} MPS processes per instance, but no "
+                f"capacity with 2..{most} processes is known for it; planned without MPS"
+            )
+    return notes
+
+
+def _lower_bound(o: Outcome) -> int | None:
+    """The fewest GPUs HiGHS proved any plan needs (a min-gpus program's dual bound, rounded up)."""
+    if o.bound is None:
+        return None
+    # The objective counts GPUs: any bound above n - 1 proves n.
+    return max(0, math.ceil(o.bound - 1e-6))
+
+
+def _proof(main: Outcome, mode: str, time_limit_s: float) -> tuple[float | None, int | None, str]:
+    """The gap HiGHS proved on the main objective, the GPU lower bound, and what a gap means."""
+    if mode == "fixed-count":
+        gap = main.mip_gap
+        if main.status == 1:
+            shown = f"{gap:.2%}" if gap is not None else "an unknown gap"
+            return (
+                gap,
+                None,
+                (
+                    f"HiGHS stopped at the {time_limit_s:g} s time limit with {shown} between the "
+                    "smallest coverage found and what it proved possible; raise --time-limit to "
+                    "close it"
+                ),
+            )
+        return gap, None, ""
+    bound = _lower_bound(main)
+    used = main.gpus
+    if not main.x:
+        return main.mip_gap, bound, ""
+    if bound is not None and bound >= used:
+        return 0.0, used, ""
+    gap = (used - bound) / used if bound is not None else main.mip_gap
+    if main.status != 1:
+        return gap, bound, ""
+    if bound is None:
+        return (
+            gap,
+            None,
+            (
+                f"HiGHS stopped at the {time_limit_s:g} s time limit without a lower bound: "
+                f"fewer than {used} GPU(s) may do; raise --time-limit"
+            ),
+        )
+    return (
+        gap,
+        bound,
+        (
+            f"HiGHS stopped at the {time_limit_s:g} s time limit: the plan uses {used} GPU(s) and "
+            f"no plan uses fewer than {bound}, so a longer solve could save at most {used - bound}; "
+            "raise --time-limit, or shrink the program (fewer profiles in gpus[].profiles, fewer "
+            "services or MPS process counts)"
+        ),
+    )
+
+
 def _statement(phase1: Outcome | None, final: Outcome, mode: str) -> tuple[bool, str]:
     """Whether the main objective is proven optimal, and the solver's result in words."""
 
-    def words(o: Outcome, what: str, gap_asked: float) -> tuple[bool, str]:
+    def words(o: Outcome, what: str, gap_asked: float, gpus: bool = False) -> tuple[bool, str]:
         gap = o.mip_gap or 0.0
         if o.status == 0 and gap <= 1e-4 * 1.0001:
             return True, f"{what}: proven optimal by HiGHS"
+        lb = _lower_bound(o) if gpus and o.x else None
+        if o.status in (0, 1) and lb is not None and lb >= o.gpus:
+            # A GPU count is whole: a bound above n - 1 proves n, whatever the relative gap.
+            return True, f"{what}: proven optimal by HiGHS (its lower bound is {lb} GPU(s))"
         if o.status == 0:
             return True, (
                 f"{what}: optimal within the requested {gap_asked:.0%} (HiGHS MIP gap {gap:.2%})"
@@ -304,7 +433,7 @@ def _statement(phase1: Outcome | None, final: Outcome, mode: str) -> tuple[bool,
     if mode == "fixed-count":
         return words(final, "smallest coverage on the fixed GPU count", 1e-4)
     assert phase1 is not None
-    ok1, s1 = words(phase1, "fewest GPUs", 1e-4)
+    ok1, s1 = words(phase1, "fewest GPUs", 1e-4, gpus=True)
     if final is phase1:
         return ok1, s1
     _, s2 = words(final, "spare-capacity tie-break", _TIE_BREAK_GAP)
@@ -315,7 +444,7 @@ def _where_best(prob: Problem, name: str) -> tuple[float, str, str]:
     best = (0.0, "", "")
     for pool in prob.pools:
         for p in pool.profiles:
-            v = prob.cap(pool.model, p, name)
+            v = prob.best(pool.model, p, name)
             if v > best[0]:
                 best = (v, p, pool.model)
     return best

@@ -11,7 +11,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["BaselineResult", "GpuPlan", "InstancePlan", "JobOutcome", "Plan", "SolverInfo"]
+__all__ = [
+    "BaselineResult",
+    "CapacityUse",
+    "GpuPlan",
+    "InstancePlan",
+    "JobOutcome",
+    "Plan",
+    "SolverInfo",
+]
 
 
 @dataclass(frozen=True)
@@ -25,6 +33,11 @@ class InstancePlan:
         capacity: Its capacity for that job (QPS or samples/s).
         load: The share of the job's demand it carries (QPS; the floor for training).
         estimate: The capacity is an ``--assume-linear`` estimate.
+        processes: MPS processes of the job on the instance (1: no MPS);
+            ``capacity`` and ``load`` are their total.
+        batch_size: The batch size its capacity was measured with, when a
+            capacities file says (verification runs with it).
+        origin: Where its capacity came from (store runs, ``file:line``).
     """
 
     profile: str
@@ -33,6 +46,9 @@ class InstancePlan:
     capacity: float | None = None
     load: float | None = None
     estimate: bool = False
+    processes: int = 1
+    batch_size: int | None = None
+    origin: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form."""
@@ -40,9 +56,47 @@ class InstancePlan:
             "profile": self.profile,
             "job": self.job,
             "kind": self.kind,
+            "processes": self.processes,
             "capacity": self.capacity,
             "load": self.load,
             "capacity_source": "estimate" if self.estimate else "measured",
+            "batch_size": self.batch_size,
+            "origin": self.origin,
+        }
+
+
+@dataclass(frozen=True)
+class CapacityUse:
+    """One capacity a plan used for a job: which row, from where, on how many instances.
+
+    Attributes:
+        model: Catalog model key.
+        profile: The profile.
+        processes: MPS processes per instance (1: no MPS).
+        capacity: One instance's capacity (their total under MPS).
+        instances: Instances of the plan that use it.
+        origin: Store run ids, or ``file:line (source)``, with how it was chosen.
+        from_file: It came from a capacities file.
+    """
+
+    model: str
+    profile: str
+    processes: int
+    capacity: float
+    instances: int
+    origin: str
+    from_file: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form."""
+        return {
+            "model": self.model,
+            "profile": self.profile,
+            "processes": self.processes,
+            "capacity": self.capacity,
+            "instances": self.instances,
+            "origin": self.origin,
+            "from": "file" if self.from_file else "store",
         }
 
 
@@ -93,6 +147,7 @@ class JobOutcome:
         instances: Instances serving it.
         slo: The SLO in words (services).
         estimate: Some of its capacity is an estimate.
+        used: The capacities its instances use, with where each came from.
     """
 
     name: str
@@ -103,6 +158,12 @@ class JobOutcome:
     instances: int
     slo: str | None = None
     estimate: bool = False
+    used: tuple[CapacityUse, ...] = ()
+
+    @property
+    def mps_processes(self) -> int:
+        """MPS processes over all its instances that run more than one (0: no MPS)."""
+        return sum(u.processes * u.instances for u in self.used if u.processes > 1)
 
     @property
     def coverage(self) -> float:
@@ -127,6 +188,7 @@ class JobOutcome:
             "instances": self.instances,
             "slo": self.slo,
             "capacity_source": "estimate" if self.estimate else "measured",
+            "used": [u.to_dict() for u in self.used],
         }
 
 
@@ -135,8 +197,9 @@ class BaselineResult:
     """A simpler way to serve the same demand, for comparison.
 
     Attributes:
-        name: ``whole-gpu`` (one GPU per service, MIG off) or ``uniform``
-            (the best single layout on every GPU).
+        name: ``whole-gpu`` (one GPU per service, MIG off), ``uniform``
+            (the best single layout on every GPU) or ``mig-only`` (the same
+            planner without MPS; only when a service may run MPS).
         title: The baseline in words.
         gpus: GPUs it needs; None when it cannot serve the demand at all.
         fits: Whether that many GPUs are available.
@@ -172,8 +235,16 @@ class SolverInfo:
             smallest coverage on a fixed count) within its default 0.01 % gap.
         statement: The optimality in one sentence.
         mip_gap: The relative gap HiGHS reported for the final phase.
-        time_s: Wall time of all solves, baselines included.
+        time_s: Wall time of planning, every solve and the baselines included.
         solves: Programs solved.
+        gap: The relative gap HiGHS proved on the main objective (the GPU
+            count, or the coverage on a fixed count); 0.0: proven optimal.
+        lower_bound: Fewest GPUs any plan can use, as HiGHS proved it
+            (``min-gpus``; None when it proved nothing).
+        main_time_s: HiGHS's time for the main program.
+        solve_time_s: HiGHS's time for all programs (baselines included).
+        why: When the main objective is not proven optimal: what that means
+            for the plan and what to do.
     """
 
     optimal: bool
@@ -181,6 +252,11 @@ class SolverInfo:
     mip_gap: float | None
     time_s: float
     solves: int
+    gap: float | None = None
+    lower_bound: int | None = None
+    main_time_s: float = 0.0
+    solve_time_s: float = 0.0
+    why: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form."""
@@ -188,8 +264,13 @@ class SolverInfo:
             "optimal": self.optimal,
             "statement": self.statement,
             "mip_gap": self.mip_gap,
+            "gap": self.gap,
+            "lower_bound": self.lower_bound,
             "time_s": self.time_s,
+            "main_time_s": self.main_time_s,
+            "solve_time_s": self.solve_time_s,
             "solves": self.solves,
+            "why": self.why,
         }
 
 
@@ -240,6 +321,11 @@ class Plan:
         """Whether any planned capacity is an ``--assume-linear`` estimate."""
         return any(j.estimate for j in self.jobs)
 
+    @property
+    def uses_mps(self) -> bool:
+        """Whether some instance runs several MPS processes."""
+        return any(i.processes > 1 for g in self.gpus for i in g.instances)
+
     def saved_vs(self, baseline: BaselineResult) -> int | None:
         """GPUs saved against a baseline (None when the baseline cannot serve the demand)."""
         if baseline.gpus is None or not self.feasible:
@@ -252,6 +338,7 @@ class Plan:
             "feasible": self.feasible,
             "mode": self.mode,
             "gpus_used": self.gpus_used,
+            "uses_mps": self.uses_mps,
             "gpu_count": self.gpu_count,
             "available": dict(self.available),
             "headroom": self.headroom,

@@ -10,7 +10,11 @@ assigned instance gets one worker, all released together behind one barrier
 * a service instance runs the LoadGen server scenario at its share of the
   service's ``target_qps`` (shares proportional to the instances' capacities)
   under the service's SLO;
-* a training instance trains its job and reports samples/s against its floor.
+* a training instance trains its job and reports samples/s against its floor;
+* an instance the plan runs ``k`` MPS processes on gets one MPS control
+  daemon on its MIG device and ``k`` client workers
+  (:func:`migperf.sharing.mps.mps_for_run`), each at ``1/k`` of the
+  instance's share, each judged against the SLO on its own.
 
 A service holds when every one of its instances is LoadGen-VALID (the
 percentile latency within the target, enough queries) with its SLO met. On a
@@ -50,6 +54,7 @@ class InstanceCheck:
         achieved: Completed QPS or samples/s.
         latency_ms: Services: the latency at the SLO percentile.
         verdict: LoadGen's verdict or the worker's error, in one sentence.
+        mps_client: The MPS client index on the instance (None: no MPS).
     """
 
     gpu_index: int
@@ -62,6 +67,7 @@ class InstanceCheck:
     achieved: float | None = None
     latency_ms: float | None = None
     verdict: str = ""
+    mps_client: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form."""
@@ -116,6 +122,8 @@ class VerifyResult:
         gpus: Machine GPU index per planned GPU (``model#index``).
         restored: Every GPU got its previous layout back.
         released: All workers were ready and released together.
+        mps: Per MIG device that ran MPS clients, what its daemon reported
+            (``verified``: it listed all its clients; ``client_count``, ...).
     """
 
     jobs: tuple[JobCheck, ...]
@@ -123,6 +131,7 @@ class VerifyResult:
     gpus: dict[str, int] = field(default_factory=dict)
     restored: bool = True
     released: bool = True
+    mps: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def all_held(self) -> bool:
@@ -137,6 +146,7 @@ class VerifyResult:
             "gpus": dict(self.gpus),
             "restored": self.restored,
             "released": self.released,
+            "mps": {d: dict(info) for d, info in self.mps.items()},
             "jobs": [j.to_dict() for j in self.jobs],
         }
 
@@ -225,13 +235,16 @@ def verify_plan(
         The verdicts; the GPUs hold their previous layouts again.
 
     Raises:
-        UsageError: the plan is empty, or the machine lacks the plan's GPUs.
-        MigperfError: a layout cannot be applied (nothing is left changed).
+        UsageError: the plan is empty, the machine lacks the plan's GPUs, or
+            a service the plan runs has no ``workload``.
+        MigperfError: a layout cannot be applied, or an MPS daemon cannot be
+            started (nothing is left changed).
     """
     from migperf.bench.device import resolve_device
     from migperf.bench.launch import LaunchJob, launch
     from migperf.bench.spec import parse_spec
     from migperf.mig.manager import apply_layout_scoped
+    from migperf.sharing.mps import MpsClient, mps_for_run
 
     if not plan.gpus:
         raise UsageError(
@@ -241,10 +254,12 @@ def verify_plan(
     mapping = machine_gpus(nvml, plan)
     max_s = max_duration_s if max_duration_s is not None else 4 * min_duration_s + 30.0
     jobs: list[LaunchJob] = []
-    meta: list[tuple[int, str, str, str, float]] = []  # gpu, profile, uuid, job, target
+    meta: list[_Meta] = []
+    clients: list[MpsClient] = []
     restored = False
     released = False
     results: list[Any] = []
+    mps_info: dict[str, dict[str, Any]] = {}
     with contextlib.ExitStack() as stack:
         for g in plan.gpus:
             gpu = mapping[(g.model, g.index)]
@@ -256,11 +271,18 @@ def verify_plan(
                 if inst.job is None:
                     continue
                 spec_job = demand.job(inst.job)
+                if spec_job.workload is None:
+                    raise UsageError(
+                        f"service {inst.job} has no workload: --verify cannot run it",
+                        hint="give the service's workload (and precision, batch size ...) in the "
+                        "demand file",
+                    )
                 sel = resolve_device(uuid, simulated=nvml.simulated)
                 data: dict[str, Any] = {
                     "workload": spec_job.workload,
                     "task": spec_job.task,
-                    "batch_size": spec_job.batch_size,
+                    # A capacities file may say which batch size its capacity was measured with.
+                    "batch_size": inst.batch_size or spec_job.batch_size,
                     "seq_len": spec_job.seq_len or 128,
                     "precision": spec_job.precision,
                     "model_args": dict(spec_job.model_args or {}),
@@ -274,8 +296,9 @@ def verify_plan(
                     # so a worker that fails while warming up shows as not released.
                     "barrier": True,
                 }
+                k = max(1, inst.processes)
                 if isinstance(spec_job, ServiceSpec):
-                    target = inst.load or 0.0
+                    target = (inst.load or 0.0) / k
                     scenario: dict[str, Any] = {
                         "name": "server",
                         "target_qps": target,
@@ -288,11 +311,23 @@ def verify_plan(
                     data["loadgen_log_dir"] = str(log_dir) if log_dir else None
                 else:
                     target = spec_job.min_samples_per_s
-                jobs.append(LaunchJob(parse_spec(data), sel.env(), uuid))
-                meta.append((gpu, inst.profile, uuid, inst.job, target))
+                spec = parse_spec(data)
+                for client in range(k):
+                    # mps_for_run rewrites this very dict into the client's MPS environment.
+                    env = dict(sel.env())
+                    jobs.append(LaunchJob(spec, env, uuid))
+                    meta.append(
+                        _Meta(gpu, inst.profile, uuid, inst.job, target, client if k > 1 else None)
+                    )
+                    if k > 1:
+                        clients.append(MpsClient(device=uuid, env=env))
         if not jobs:
             raise UsageError("no instance of the plan serves anything", hint="check the demand")
         say(f"running {len(jobs)} worker(s) together for at least {min_duration_s:g} s")
+        if clients:
+            devices = len({c.device for c in clients})
+            say(f"MPS: {len(clients)} client(s) on {devices} MIG device(s), one daemon each")
+            mps_info = stack.enter_context(mps_for_run(nvml, clients, run_key="plan-verify"))
         outcome = launch(jobs, simulated=nvml.simulated, timeout_s=timeout_s, nvml=nvml)
         results, released = list(outcome.results), outcome.released
     restored = True
@@ -302,14 +337,29 @@ def verify_plan(
         gpus={f"{g.model}#{g.index}": mapping[(g.model, g.index)] for g in plan.gpus},
         restored=restored,
         released=released,
+        # The daemons' facts, refreshed by mps_for_run once they stopped.
+        mps={d: {k: v for k, v in info.items() if k != "commands"} for d, info in mps_info.items()},
     )
 
 
+@dataclass(frozen=True)
+class _Meta:
+    """What one verify worker is: where, for what, at what target."""
+
+    gpu: int
+    profile: str
+    uuid: str
+    job: str
+    target: float
+    client: int | None
+
+
 def _judge(
-    demand: DemandSpec, meta: Sequence[tuple[int, str, str, str, float]], results: Sequence[Any]
+    demand: DemandSpec, meta: Sequence[_Meta], results: Sequence[Any]
 ) -> tuple[JobCheck, ...]:
     checks: dict[str, list[InstanceCheck]] = {}
-    for (gpu, profile, uuid, job, target), r in zip(meta, results, strict=True):
+    for m, r in zip(meta, results, strict=True):
+        gpu, profile, uuid, job, target = m.gpu, m.profile, m.uuid, m.job, m.target
         spec = demand.job(job)
         sc = getattr(r, "scenario", None)
         if isinstance(spec, ServiceSpec):
@@ -331,7 +381,9 @@ def _judge(
             else:
                 verdict = f"{achieved or 0:.1f} samples/s against a floor of {target:g}"
         checks.setdefault(job, []).append(
-            InstanceCheck(gpu, profile, uuid, job, target, r.status, held, achieved, lat, verdict)
+            InstanceCheck(
+                gpu, profile, uuid, job, target, r.status, held, achieved, lat, verdict, m.client
+            )
         )
     out = []
     for svc in demand.services:

@@ -1,9 +1,11 @@
 """``migperf plan`` as one call: from a demand file and a results store to a plan, written and checked.
 
 :func:`plan_demand` reads the demand, builds the capacity table from the
-store, finds what is missing (and writes the experiments that measure it, or
-estimates it), derates, plans, writes the mig-parted file and, when asked,
-verifies the plan on the GPUs. It returns a :class:`PlanReport`; the caller
+store and from any capacities files (:mod:`migperf.planner.capfile`; a file's
+value wins over the store's for the same key), finds what is missing (and
+writes the experiments that measure it, or estimates it), derates, plans,
+writes the mig-parted file (and, when the plan runs MPS inside MIG, its MPS
+side file) and, when asked, verifies the plan on the GPUs. It returns a :class:`PlanReport`; the caller
 prints it, and ends with :meth:`PlanReport.failure` when that is not None
 (the plan is worth printing even when the demand cannot be met).
 """
@@ -24,7 +26,13 @@ from migperf.planner.capacity import (
     derate_factors,
 )
 from migperf.planner.demand import DemandSpec, load_demand
-from migperf.planner.export import DEFAULT_CONFIG_NAME, measurement_configs, plan_to_migparted
+from migperf.planner.export import (
+    DEFAULT_CONFIG_NAME,
+    measurement_configs,
+    mps_side_path,
+    plan_mps_file,
+    plan_to_migparted,
+)
 from migperf.planner.optimizer import plan_layout
 from migperf.planner.result import Plan
 
@@ -75,6 +83,9 @@ class PlanReport:
         plan: The plan (``planned``).
         out: Where the mig-parted file was asked for.
         verify: What verification found (None when it did not run).
+        capacities: The capacities files read.
+        mps_file: The MPS side file written next to ``out`` (None: the plan
+            runs no MPS, or no ``out``).
     """
 
     stage: Literal["measurements", "missing", "planned"]
@@ -86,6 +97,8 @@ class PlanReport:
     plan: Plan | None = None
     out: Path | None = None
     verify: VerifyResult | None = None
+    capacities: tuple[Path, ...] = ()
+    mps_file: Path | None = None
 
     @property
     def mig_parted(self) -> Path | None:
@@ -97,9 +110,10 @@ class PlanReport:
     def failure(self) -> MigperfError | None:
         """The error the command ends with, after printing the report (None: success)."""
         if self.stage == "missing":
+            files = ", ".join(str(p) for p in self.capacities)
             return MigperfError(
                 f"{len(self.missing)} capacity value(s) the plan needs were never measured in "
-                f"{self.results}",
+                f"{self.results}" + (f" nor given in {files}" if files else ""),
                 hint=f"write the experiment that measures them with `migperf plan "
                 f"{self.demand_file} --write-config measure.yaml`, run it (`migperf run "
                 "measure.yaml`), and plan again; or pass --assume-linear to estimate them "
@@ -135,6 +149,8 @@ class PlanReport:
         data = self.plan.to_dict()
         data["capacities"] = self.table.to_list()
         data["mig_parted"] = None if self.mig_parted is None else str(self.mig_parted)
+        data["mps_file"] = None if self.mps_file is None else str(self.mps_file)
+        data["capacities_files"] = [str(p) for p in self.capacities]
         if self.verify is not None:
             data["verify"] = self.verify.to_dict()
         return data
@@ -179,13 +195,16 @@ def plan_demand(
     time_limit_s: float = 20.0,
     verify: VerifyOptions | None = None,
     on_event: Callable[[EventKind, str], None] | None = None,
+    capacities: Sequence[Path] = (),
 ) -> PlanReport:
-    """Plan a demand from a results store: the whole ``migperf plan`` workflow.
+    """Plan a demand from a results store and capacities files: the whole ``migperf plan`` workflow.
 
     Args:
         demand_file: Demand YAML.
         results: Results store (a missing store means nothing is measured).
-        out: Write the plan there as a mig-parted ``version: v1`` config.
+        out: Write the plan there as a mig-parted ``version: v1`` config (and,
+            when the plan runs MPS inside MIG, the MPS side file next to it,
+            ``NAME.mps.yaml``).
         name: Configuration name in the mig-parted file.
         write_config: Write the experiment config that measures the missing
             capacities there (one file per GPU model, suffixed with the model,
@@ -199,14 +218,19 @@ def plan_demand(
         verify: Apply the plan and run every service co-located (only when the
             plan is feasible and has GPUs).
         on_event: Called with each note and line of progress, as shown to a user.
+        capacities: Capacities files (CSV or YAML, see
+            :mod:`migperf.planner.capfile`); a service they cover needs no
+            ``workload`` unless it is verified.
 
     Returns:
         The report; :meth:`PlanReport.failure` says whether the command failed.
 
     Raises:
         ReadOnlyError: ``verify`` in read-only mode (before any work).
-        MigperfError: the demand file is invalid, the store cannot be read, a
-            layout cannot be applied, ...
+        ConfigError: the demand file or a capacities file is invalid (every
+            problem listed as ``file:line: problem``), or a service that needs
+            a workload (not in any capacities file, or verified) lacks one.
+        MigperfError: the store cannot be read, a layout cannot be applied, ...
     """
     import pandas as pd
 
@@ -216,21 +240,38 @@ def plan_demand(
         if on_event is not None:
             on_event(kind, line)
 
-    demand = load_demand(demand_file)
+    files = tuple(capacities)
+    demand, file_table = _demand_and_files(demand_file, files, verify=verify is not None)
     nvml = _open_for_verify(verify) if verify is not None else None
     try:
         if results.exists():
             frame = load(results, wide=True)
         else:
             frame = pd.DataFrame()
-            emit("note", f"NOTE: no results store at {results}: nothing is measured yet.")
+            if not files:
+                emit("note", f"NOTE: no results store at {results}: nothing is measured yet.")
         table = capacity_table(frame, demand)
+        if file_table is not None:
+            table, replaced = table.merged(file_table)
+            if replaced:
+                emit(
+                    "note",
+                    f"NOTE: {replaced} capacity value(s) from the capacities file(s) replace the "
+                    "store's for the same key.",
+                )
         layouts = {g.model: planning_layouts(g) for g in demand.gpus}
         needed = needed_keys(demand, layouts)
         if assume_linear:
             table = table.with_linear_estimates(needed)
-        missing = tuple(table.missing(needed))
+        missing = tuple(table.missing(needed, demand.max_processes))
         if write_config is not None:
+            unmeasurable = sorted({m.job for m in missing if demand.job(m.job).workload is None})
+            if unmeasurable:
+                emit(
+                    "note",
+                    f"NOTE: {', '.join(unmeasurable)} give(s) no workload, so migperf cannot "
+                    "measure them; add their missing rows to a capacities file.",
+                )
             if missing:
                 return PlanReport(
                     stage="measurements",
@@ -239,11 +280,17 @@ def plan_demand(
                     missing=missing,
                     measurements=_write_measurements(demand, demand_file, missing, write_config),
                     out=out,
+                    capacities=files,
                 )
             emit("note", "nothing to measure: the store has every capacity the plan needs")
         if missing:
             return PlanReport(
-                stage="missing", demand_file=demand_file, results=results, missing=missing, out=out
+                stage="missing",
+                demand_file=demand_file,
+                results=results,
+                missing=missing,
+                out=out,
+                capacities=files,
             )
         if derate:
             factors, what = derate_factors(frame, demand)
@@ -253,9 +300,18 @@ def plan_demand(
         plan = plan_layout(
             demand, table, layouts=layouts, gpu_count=gpu_count, time_limit_s=time_limit_s
         )
+        mps_file = None
         if out is not None and plan.gpus:
             out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(plan_to_migparted(plan, name, str(demand_file)), encoding="utf-8")
+            if plan.uses_mps:
+                mps_file = mps_side_path(out)
+                mps_file.write_text(plan_mps_file(plan, name, str(demand_file)), encoding="utf-8")
+            out.write_text(
+                plan_to_migparted(
+                    plan, name, str(demand_file), mps_file=str(mps_file) if mps_file else ""
+                ),
+                encoding="utf-8",
+            )
         checked = None
         if nvml is not None and verify is not None and plan.feasible and plan.gpus:
             from migperf.planner.verify import verify_plan
@@ -277,10 +333,38 @@ def plan_demand(
             plan=plan,
             out=out,
             verify=checked,
+            capacities=files,
+            mps_file=mps_file,
         )
     finally:
         if nvml is not None:
             nvml.shutdown()
+
+
+def _demand_and_files(
+    demand_file: Path, files: Sequence[Path], *, verify: bool
+) -> tuple[DemandSpec, CapacityTable | None]:
+    """The demand, checked for the workloads it needs, and the capacities files' table.
+
+    Without capacities files every service needs a workload (as always). With
+    them, a service needs one only when no file covers it (the store must be
+    searched) or the plan is verified (its workers must run it).
+
+    Raises:
+        ConfigError: the demand or a capacities file is invalid.
+    """
+    if not files:
+        return load_demand(demand_file), None
+    from migperf.planner.capfile import load_capacities
+
+    demand = load_demand(demand_file, require_workload=())
+    table = load_capacities(files, demand)
+    covered = {k[2] for k in table.entries} | {k[2] for k in table.mps}
+    need = [s.name for s in demand.services if verify or s.name not in covered]
+    if any(demand.job(n).workload is None for n in need):
+        # Parse again, asking for those workloads: the errors then carry their lines.
+        demand = load_demand(demand_file, require_workload=need)
+    return demand, table
 
 
 def _write_measurements(
