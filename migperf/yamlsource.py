@@ -302,9 +302,27 @@ def _is_tag(part: Any) -> bool:
 
     E.g. ``RangeSpec``, ``list[any]``, ``function-after[_one_rule(), RangeSpec]``.
     """
+    # Field names never hold brackets; pydantic's member tags do (``literal['a','b']``, ``list[str]``).
     return isinstance(part, str) and (
-        part[:1].isupper() or part in ("list[any]",) or part.startswith("function-")
+        part[:1].isupper() or "[" in part or part.startswith("function-")
     )
+
+
+def _literal_message(err: Any, other_forms: bool) -> str:
+    """``'frist' is not one of first, each, all; did you mean 'first'?`` for a literal error."""
+    import difflib
+    import re
+
+    options = re.findall(r"'([^']*)'", str((err.get("ctx") or {}).get("expected", "")))
+    given = err.get("input")
+    msg = f"{given!r} is not one of {', '.join(options)}" if options else err["msg"]
+    if isinstance(given, str):
+        close = difflib.get_close_matches(given, options, n=1)
+        if close:
+            msg += f"; did you mean {close[0]!r}?"
+    if other_forms:
+        msg += " (other forms are accepted too: see `migperf config schema`)"
+    return msg
 
 
 def _line_of(loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> int:
@@ -357,12 +375,19 @@ def validate_yaml(
             for e in errors
             if not e["type"].endswith("_type")
         }
+        dropped = set()
+        for err in errors:
+            loc = tuple(p for p in err["loc"] if not _is_tag(p))
+            if err["type"].endswith("_type") and loc in typed and len(loc) < len(err["loc"]):
+                dropped.add(loc)
         for err in errors:
             loc = tuple(p for p in err["loc"] if not _is_tag(p))
             if err["type"].endswith("_type") and loc in typed and len(loc) < len(err["loc"]):
                 continue
             msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
+            if err["type"] == "literal_error":
+                msg = _literal_message(err, other_forms=loc in dropped)
+            elif err["type"] == "extra_forbidden":
                 msg = "unknown field"
             elif err["type"] == "missing":
                 msg = "required field is missing"

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from migperf.errors import MigperfError
+from migperf.errors import MigperfError, UsageError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -119,6 +119,13 @@ def report_error(exc: MigperfError) -> None:
         err.print(f"[bold]HINT:[/] {escape(exc.hint)}", markup=True, soft_wrap=True)
 
 
+#: click's UsageError as typer ships it (typer may vendor its own click): the base
+#: of every command-line mistake (unknown option or command, bad value).
+CLICK_USAGE_ERROR: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError"
+)
+
+
 class MigperfGroup(TyperGroup):
     """Top-level command group: the one place library errors and stop signals become exit codes.
 
@@ -126,6 +133,17 @@ class MigperfGroup(TyperGroup):
     flight is rolled back, a run restores its layouts), and the exit code says
     which signal it was: 128 + its number, as a shell reports it.
     """
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        """The top-level options; a mistake in them is reported like any other."""
+        try:
+            return list(super().parse_args(ctx, args))
+        except CLICK_USAGE_ERROR as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                raise  # no arguments: the help, as click shows it
+            message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+            report_error(UsageError(message, hint="see `migperf --help`"))
+            raise typer.Exit(2) from None
 
     def invoke(self, ctx: Any) -> Any:
         import signal
@@ -145,6 +163,15 @@ class MigperfGroup(TyperGroup):
         except MigperfError as exc:
             report_error(exc)
             raise typer.Exit(exc.exit_code) from None
+        except CLICK_USAGE_ERROR as exc:
+            # Usage mistakes get the same ERROR/HINT form as every other error.
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                raise  # no arguments: the help, as click shows it
+            ctx_of = getattr(exc, "ctx", None)
+            path = ctx_of.command_path if ctx_of is not None else "migperf"
+            message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+            report_error(UsageError(message, hint=f"see `{path} --help`"))
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             signum = stopped[0] if stopped else int(signal.SIGINT)
             stderr().print(

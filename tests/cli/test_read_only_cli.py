@@ -153,3 +153,95 @@ def test_console_script_runs() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)[0]["name"] == "NVIDIA A30"
+
+
+# ------------------------------------------------------------- without root
+
+
+def _user_machine_with_a_3g_and_an_empty_2g() -> None:
+    """An H100 laid out by root, then seen by a user without privileges.
+
+    Without root, NVML refuses the parent's memory in MIG mode (reported on
+    A100, H100, H200), placements, free counts and instance lists (nvml.h
+    "Requires privileged user"; docs/reference/mig-facts.md 8.4, 9).
+    """
+    from migperf.nvml.sim.state import MachineState, parse_machine_spec
+
+    with open_nvml("h100-80gb") as n:
+        gi = n.create_gpu_instance(0, 9, 4)
+        n.create_compute_instance(0, gi, 2)
+        n.create_gpu_instance(0, 14, 0)
+    with MachineState(parse_machine_spec("h100-80gb")).transaction() as st:
+        st["unprivileged"] = True
+
+
+def test_gpus_without_root_says_the_memory_is_unavailable() -> None:
+    _user_machine_with_a_3g_and_an_empty_2g()
+    code, out, err = run("--simulate", "h100-80gb", "gpus")
+    assert code == 0 and "Traceback" not in out + err
+    assert "n/a" in out
+    assert (
+        "NOTE: GPU 0: memory unavailable: nvmlDeviceGetMemoryInfo: Insufficient Permissions" in err
+    )
+    code, out, _ = run("--simulate", "h100-80gb", "gpus", "--json")
+    [gpu] = json.loads(out)
+    assert (
+        gpu["memory_mib"] is None and "Insufficient Permissions" in gpu["unavailable"]["memory_mib"]
+    )
+
+
+def test_mig_profiles_without_root_marks_placements_and_free_counts_unknown() -> None:
+    _user_machine_with_a_3g_and_an_empty_2g()
+    code, out, err = run("--simulate", "h100-80gb", "mig", "profiles")
+    assert code == 0 and "Traceback" not in out + err
+    row = next(line for line in out.splitlines() if "3g.40gb" in line)
+    assert "?/2" in row and "3/?" in row and "{" not in row  # no invented placements
+    assert "NOTE: GPU 0: placements and memory slices unavailable" in err
+    assert "NOTE: GPU 0: free counts unavailable" in err
+    code, out, _ = run("--simulate", "h100-80gb", "mig", "profiles", "--json")
+    [gpu] = json.loads(out)
+    assert set(gpu["unavailable"]) == {"placements", "instances_free"}
+    p = next(p for p in gpu["profiles"] if p["profile"] == "3g.40gb")
+    assert (p["placements"], p["memory_slices"], p["instances_free"]) == ([], None, None)
+
+
+def test_mig_show_without_root_says_what_it_cannot_see() -> None:
+    _user_machine_with_a_3g_and_an_empty_2g()
+    code, out, err = run("--simulate", "h100-80gb", "mig", "show")
+    assert code == 0 and "Traceback" not in out + err
+    assert "3g.40gb" in out and "MIG-" in out
+    assert "NOTE: GPU 0: GPU instances unavailable" in err
+    assert "without a compute instance not visible" in err.replace("\n", " ")
+    code, out, _ = run("--simulate", "h100-80gb", "mig", "show", "--json")
+    [gpu] = json.loads(out)
+    [inst] = gpu["instances"]  # the 2g without a compute instance is invisible, and said so
+    assert inst["placement"] is None and "gpu_instances" in gpu["unavailable"]
+
+
+def test_mig_show_without_root_and_without_mig_devices_claims_no_emptiness() -> None:
+    from migperf.nvml.sim.state import MachineState, parse_machine_spec
+
+    with open_nvml("a100-80gb") as n:
+        n.create_gpu_instance(0, 0)  # a GPU instance without a compute instance
+    with MachineState(parse_machine_spec("a100-80gb")).transaction() as st:
+        st["unprivileged"] = True
+    code, out, err = run("--simulate", "a100-80gb", "mig", "show")
+    assert code == 0 and "no GPU instances" not in out
+    assert "no MIG devices visible to this user" in out and "NOTE:" in err
+
+
+def test_usage_mistakes_get_error_and_hint_with_a_suggestion() -> None:
+    from typer.testing import CliRunner
+
+    from migperf.cli.main import app
+
+    for args, said, hint in (
+        (["run", "--resum", "c.yaml"], "No such option: --resum", "migperf run --help"),
+        (["results", "shwo"], "Did you mean 'show'?", "migperf results --help"),
+        (["--bogus"], "No such option: --bogus", "migperf --help"),
+    ):
+        r = CliRunner().invoke(app, args)
+        assert r.exit_code == 2, args
+        assert f"ERROR: {said}" in r.stderr or (said in r.stderr and "ERROR:" in r.stderr)
+        assert f"HINT: see `{hint}`" in r.stderr
+        assert "Usage:" not in r.stderr

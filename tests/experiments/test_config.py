@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from migperf.errors import ConfigError
-from migperf.experiments.config import RangeSpec, json_schema, parse_config
+from migperf.experiments.config import RangeSpec, json_schema, load_config, parse_config
 from migperf.experiments.sweep import job_points
 
 
@@ -68,3 +70,15 @@ def test_schema_is_json_schema() -> None:
     schema = json_schema()
     assert schema["title"] == "ExperimentConfig"
     assert "jobs" in schema["required"]
+
+
+def test_a_misspelt_choice_is_one_line_with_a_suggestion(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("name: x\ninstances: frist\njobs: [{workload: gemm}]\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = info.value.message
+    assert message.count("\n") == 0  # one problem, not one per union member
+    assert "c.yaml:2: instances: 'frist' is not one of first, each, all" in message
+    assert "did you mean 'first'?" in message
+    assert "Input should be" not in message and "literal[" not in message
