@@ -10,9 +10,11 @@ mode is checked here, before anything is measured.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from migperf.errors import ConfigError, MigperfError, ReadOnlyError
 from migperf.experiments.config import ExperimentConfig
+from migperf.experiments.estimates import RunTimes
 from migperf.experiments.sweep import CURRENT, DISABLED, RunPlan, expand
 from migperf.mig.manager import target_for_layout
 from migperf.mig.snapshot import MigSnapshot, take_snapshot
@@ -32,6 +34,7 @@ class ExperimentPlan:
     targets: dict[tuple[int, int], MigSnapshot | None]
     runs: list[RunPlan]
     simulated: bool = False
+    run_times: RunTimes | None = None
 
     @property
     def changes_layouts(self) -> bool:
@@ -39,11 +42,23 @@ class ExperimentPlan:
         return changes_layouts(self.config)
 
     def estimated_duration_s(self) -> float:
-        """A rough estimate: per run its minimum duration plus warmup and process start."""
+        """The expected wall time: each run from this machine's history, else a default."""
+        times = self.run_times or RunTimes(Path("/nonexistent"))
         stop = self.config.stop
-        per_run = stop.min_duration_s + 6.0
-        partitions = len(self.config.layouts) * len(self.gpus) * 2.0
-        return len(self.runs) * per_run + partitions
+        total = sum(
+            times.seconds(r.job.workload, r.job.task, self.simulated, stop.min_duration_s)[0]
+            for r in self.runs
+        )
+        return total + len(self.config.layouts) * len(self.gpus) * 2.0
+
+    def learned(self) -> bool:
+        """Whether every run's estimate comes from runs this machine has done."""
+        times = self.run_times or RunTimes(Path("/nonexistent"))
+        stop = self.config.stop
+        return all(
+            times.seconds(r.job.workload, r.job.task, self.simulated, stop.min_duration_s)[1]
+            for r in self.runs
+        )
 
     def headline(self) -> str:
         """``quickstart: 3 layout(s) x 1 GPU(s), 9 run(s); estimated 1.2 min``."""
@@ -55,6 +70,11 @@ class ExperimentPlan:
         return (
             f"{self.config.name}: {len(self.config.layouts)} layout(s) x {len(self.gpus)} GPU(s), "
             f"{len(self.runs)} run(s){sim}; estimated {self.estimated_duration_s() / 60:.1f} min"
+            + (
+                ""
+                if self.learned()
+                else " (a first guess: this machine has not run these jobs yet)"
+            )
         )
 
     def describe(self) -> list[str]:
@@ -163,4 +183,6 @@ def plan_experiment(
             hint="create instances first (`migperf mig apply`), disable MIG to measure the whole GPU, "
             "or list layouts to sweep",
         )
-    return ExperimentPlan(cfg, gpus, targets, runs, simulated=nvml.simulated)
+    return ExperimentPlan(
+        cfg, gpus, targets, runs, simulated=nvml.simulated, run_times=RunTimes.load()
+    )

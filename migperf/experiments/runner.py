@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from migperf.errors import MigperfError
+from migperf.experiments.estimates import RunTimes
 from migperf.experiments.events import Event
 from migperf.experiments.planning import ExperimentPlan, changes_layouts, refuse_read_only
 from migperf.experiments.records import (
@@ -155,6 +156,7 @@ class ExperimentRunner:
         self.records = RecordContext.of(nvml, self.cfg.name, self.chash, plan.gpus)
         self.report = ExperimentReport(planned=len(plan.runs))
         self.attempts = AttemptPlan(frozenset(), {})
+        self.run_times = RunTimes.load(root)
         self._changed: set[int] = set()
 
     # -------------------------------------------------------------- runs
@@ -221,6 +223,7 @@ class ExperimentRunner:
                     for gpu in self.plan.gpus:
                         hold.forget_original(gpu)
                 self.report.wall_s = time.monotonic() - t0
+                self.run_times.save()
         return self.report
 
     def _restore(self, originals: dict[int, MigSnapshot | None], hold: GpuHold) -> None:
@@ -392,6 +395,13 @@ class ExperimentRunner:
         uuid = devices.get((slot.gi_start or 0, slot.ci_start or 0))
         if not uuid:
             raise MigperfError(f"slot {slot.name} has no MIG device on GPU {gpu}")
+        # A GPU reset wipes every GPU and compute instance (MIG user guide): a run
+        # must not be stored "ok" on a MIG device that no longer exists.
+        if uuid not in {d.mig_uuid for d in self.nvml.mig_devices(gpu)}:
+            raise MigperfError(
+                f"MIG device {uuid} of slot {slot.name} no longer exists on GPU {gpu}: "
+                "the layout vanished (GPU reset?)"
+            )
         return uuid
 
     def _spec(self, run: RunPlan, member: Member, device: str, simulated: bool, kind: str) -> Any:
@@ -467,6 +477,13 @@ class ExperimentRunner:
         window = max(measured) if measured else 0.0
         self.report.time_s["measure"] += window
         self.report.time_s["workers"] += max(0.0, elapsed - window)
+        self.run_times.observe(
+            run.job.workload,
+            run.job.task,
+            self.nvml.simulated,
+            overhead_s=max(0.0, elapsed - window),
+            window_s=window,
+        )
         statuses: list[str] = []
         for job, result in zip(jobs, results, strict=True):
             rec = run_record(

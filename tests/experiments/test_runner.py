@@ -217,3 +217,20 @@ def test_all_instances_run_co_located_with_overlapping_windows(
     assert max(w["window_start_unix_s"] for w in windows) < min(
         w["window_end_unix_s"] for w in windows
     )
+
+
+def test_estimates_are_learned_from_the_runs_this_machine_did(
+    tiny_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    path = tiny_config(layouts='["0", "9,9"]', batch_sizes="[1, 2]")
+    cfg = load_config(path)
+    with open_nvml(SPEC) as nvml:
+        first = plan_experiment(nvml, cfg, "tiny.yaml")
+    assert not first.learned() and "a first guess" in first.headline()
+    report = run(path, tmp_path / "r.db")
+    with open_nvml(SPEC) as nvml:
+        again = plan_experiment(nvml, cfg, "tiny.yaml")
+    assert again.learned() and "first guess" not in again.headline()
+    wall = report.wall_s  # type: ignore[attr-defined]
+    # Learned from this very run: close to what it took (loose: a loaded 2-core box).
+    assert 0.5 * wall <= again.estimated_duration_s() <= 2.0 * wall + 8.0
