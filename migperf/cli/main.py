@@ -9,7 +9,14 @@ import typer
 from migperf import __version__
 from migperf.cli import bench, mig, report, results, run
 from migperf.cli import plan as plan_cli
-from migperf.cli._common import CliState, MigperfGroup, open_for_reading, print_json, stdout
+from migperf.cli._common import (
+    CliState,
+    MigperfGroup,
+    open_for_reading,
+    print_json,
+    stderr,
+    stdout,
+)
 
 app = typer.Typer(
     cls=MigperfGroup,
@@ -81,9 +88,27 @@ def gpus(
         notes = {
             g.index: gpu_status(nvml, g.index).describe() if g.mig_capable else "" for g in infos
         }
+        # What NVML would not tell this user (the whole GPU's memory in MIG mode
+        # needs root): said, never shown as a number.
+        missing = {g.index: nvml.unavailable(g.index) for g in infos}
+    for index, gone in missing.items():
+        if "memory_mib" in gone:
+            stderr().print(
+                f"NOTE: GPU {index}: memory unavailable: {gone['memory_mib']}",
+                markup=False,
+                soft_wrap=True,
+            )
     if as_json:
         print_json(
-            [dict(g.to_dict(), simulated=simulated, status=notes[g.index] or None) for g in infos]
+            [
+                dict(
+                    g.to_dict(),
+                    simulated=simulated,
+                    status=notes[g.index] or None,
+                    unavailable={k: v for k, v in missing[g.index].items() if k == "memory_mib"},
+                )
+                for g in infos
+            ]
         )
         return
     from rich.table import Table

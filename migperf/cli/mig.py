@@ -51,6 +51,21 @@ def profiles(ctx: typer.Context, gpu: GpuOption = None, as_json: JsonOption = Fa
                 continue
             out.append((info, nvml.gpu_instance_profiles(i)))
         simulated = nvml.simulated
+        # Placements and free counts need root (nvml.h): say so, never show a number.
+        missing = {
+            info.index: {
+                k: v
+                for k, v in nvml.unavailable(info.index).items()
+                if k in ("placements", "instances_free")
+            }
+            for info, _ in out
+        }
+    labels = {"placements": "placements and memory slices", "instances_free": "free counts"}
+    for index, gone in missing.items():
+        for key, why in gone.items():
+            stderr().print(
+                f"NOTE: GPU {index}: {labels[key]} unavailable: {why}", markup=False, soft_wrap=True
+            )
     if as_json:
         if gpu is not None:
             print_json([p.to_dict() for p in out[0][1]] if out else [])
@@ -63,6 +78,7 @@ def profiles(ctx: typer.Context, gpu: GpuOption = None, as_json: JsonOption = Fa
                         "mig_enabled": bool(info.mig_mode and info.mig_mode.current),
                         "simulated": simulated,
                         "profiles": [p.to_dict() for p in profs],
+                        "unavailable": missing[info.index],
                     }
                     for info, profs in out
                 ]
@@ -97,19 +113,21 @@ def profiles(ctx: typer.Context, gpu: GpuOption = None, as_json: JsonOption = Fa
             free = "?" if p.instances_free is None else str(p.instances_free)
             starts = ",".join(str(pl.start) for pl in p.placements)
             size = p.placements[0].size if p.placements else 0
+            # No placements: NVML refused them (a NOTE says why); unknown, not 0.
+            where = f"{{{starts}}}:{size}" if p.placements else "?"
             table.add_row(
                 p.profile,
                 str(p.profile_id),
                 f"{free}/{p.instances_total}",
                 str(p.sm_count),
                 f"{p.memory_mib} MiB",
-                f"{p.compute_slices}/{p.memory_slices}",
+                f"{p.compute_slices}/{p.memory_slices if p.placements else '?'}",
                 str(p.engines.copy),
                 str(p.engines.decoder),
                 str(p.engines.encoder),
                 str(p.engines.jpeg),
                 str(p.engines.ofa),
-                f"{{{starts}}}:{size}",
+                where,
             )
         console.print(table)
         if not mig_on:
@@ -133,6 +151,16 @@ def show(ctx: typer.Context, gpu: GpuOption = None, as_json: JsonOption = False)
             out.append((info, nvml.gpu_instances(i) if info.mig_capable else []))
             notes[i] = gpu_status(nvml, i).describe() if info.mig_capable else ""
         simulated = nvml.simulated
+        # Listing instances needs root (nvml.h): the view is then rebuilt from MIG
+        # devices, and what it lacks is said, not hidden.
+        hidden = {info.index: nvml.unavailable(info.index).get("gpu_instances") for info, _ in out}
+    for index, why in hidden.items():
+        if why:
+            stderr().print(
+                f"NOTE: GPU {index}: GPU instances unavailable: {why}",
+                markup=False,
+                soft_wrap=True,
+            )
     if as_json:
         print_json(
             [
@@ -147,6 +175,9 @@ def show(ctx: typer.Context, gpu: GpuOption = None, as_json: JsonOption = False)
                     "simulated": simulated,
                     "status": notes.get(info.index) or None,
                     "instances": [gi.to_dict() for gi in gis],
+                    "unavailable": (
+                        {"gpu_instances": hidden[info.index]} if hidden[info.index] else {}
+                    ),
                 }
                 for info, gis in out
             ]
@@ -167,7 +198,11 @@ def show(ctx: typer.Context, gpu: GpuOption = None, as_json: JsonOption = False)
             console.print(f"{title}: MIG disabled{pending}")
             continue
         if not gis:
-            console.print(f"{title}: MIG enabled, no GPU instances")
+            if hidden.get(info.index):
+                # GPU instances without a compute instance are invisible without root.
+                console.print(f"{title}: MIG enabled, no MIG devices visible to this user")
+            else:
+                console.print(f"{title}: MIG enabled, no GPU instances")
             continue
         table = Table(title=title, title_justify="left")
         for col in (

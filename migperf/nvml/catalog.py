@@ -78,8 +78,24 @@ SUFFIX_OF_INDEX: dict[int, str] = {
 }
 
 # Compute-instance profile constants; CI profile ids equal them (section 2.2).
-CI_SLICES_OF_ID: dict[int, int] = {0: 1, 1: 2, 2: 3, 3: 4, 4: 7, 5: 8, 6: 6}
-CI_ID_OF_SLICES: dict[int, int] = {v: k for k, v in CI_SLICES_OF_ID.items()}
+CI_1_SLICE_REV1 = 0x7
+CI_7_SLICE_NVL = 0x8
+#: Compute slices of each compute-instance profile id. Two pairs share a size
+#: (and so a name): 1_SLICE (0) and 1_SLICE_REV1 (7), 7_SLICE (4) and 7_SLICE_NVL (8).
+CI_SLICES_OF_ID: dict[int, int] = {
+    0: 1,
+    1: 2,
+    2: 3,
+    3: 4,
+    4: 7,
+    5: 8,
+    6: 6,
+    CI_1_SLICE_REV1: 1,
+    CI_7_SLICE_NVL: 7,
+}
+#: The plain compute-instance profile of each size (never a REV1 or NVL variant),
+#: written out because inverting :data:`CI_SLICES_OF_ID` would pick the variants.
+CI_ID_OF_SLICES: dict[int, int] = {1: 0, 2: 1, 3: 2, 4: 3, 7: 4, 8: 5, 6: 6}
 
 
 @dataclass(frozen=True)
@@ -101,6 +117,13 @@ class ProfileFact:
     memory_mib: int
     starts: tuple[int, ...]
     confidence: str = "V"
+    #: The starts the driver tries, in order, when a GPU instance is created
+    #: without a placement; empty means lowest first.
+    create_order: tuple[int, ...] = ()
+
+    def default_starts(self) -> tuple[int, ...]:
+        """The starts in the order creation without a placement tries them."""
+        return self.create_order or tuple(sorted(self.starts))
 
     def to_profile(self) -> GpuInstanceProfile:
         """This fact as the facade's type (``instances_free`` unknown: no live GPU)."""
@@ -179,18 +202,22 @@ def _eight_slice(
     Ids, slice counts, instance limits and placements are the same on every
     8-slice GPU (docs/reference/mig-facts.md sections 2.2 and 4.1).
     """
-    # id: (index constant, compute slices, memory slices, instances, starts)
+    # id: (index constant, compute slices, memory slices, instances, starts,
+    # the order creation without a placement tries them). The orders are what
+    # A100 and H100 drivers were seen to do: 1g at 6,4,5,0,1,2,3 (section 5),
+    # 2g at 4,0,2 and 3g at 4 first (reported on A100/H100); the 1g+me and
+    # 1g double-memory orders follow the 1g one [U].
     geometry = {
-        19: (P_1_SLICE, 1, 1, 7, (0, 1, 2, 3, 4, 5, 6)),
-        20: (P_1_SLICE_REV1, 1, 1, 1, (0, 1, 2, 3, 4, 5, 6)),
-        15: (P_1_SLICE_REV2, 1, 2, 4, (0, 2, 4, 6)),
-        14: (P_2_SLICE, 2, 2, 3, (0, 2, 4)),
-        9: (P_3_SLICE, 3, 4, 2, (0, 4)),
-        5: (P_4_SLICE, 4, 4, 1, (0,)),
-        0: (P_7_SLICE, 7, 8, 1, (0,)),
+        19: (P_1_SLICE, 1, 1, 7, (0, 1, 2, 3, 4, 5, 6), (6, 4, 5, 0, 1, 2, 3)),
+        20: (P_1_SLICE_REV1, 1, 1, 1, (0, 1, 2, 3, 4, 5, 6), (6, 4, 5, 0, 1, 2, 3)),
+        15: (P_1_SLICE_REV2, 1, 2, 4, (0, 2, 4, 6), (6, 4, 0, 2)),
+        14: (P_2_SLICE, 2, 2, 3, (0, 2, 4), (4, 0, 2)),
+        9: (P_3_SLICE, 3, 4, 2, (0, 4), (4, 0)),
+        5: (P_4_SLICE, 4, 4, 1, (0,), (0,)),
+        0: (P_7_SLICE, 7, 8, 1, (0,), (0,)),
     }
     out = []
-    for pid, (index, cs, ms, inst, starts) in geometry.items():
+    for pid, (index, cs, ms, inst, starts, order) in geometry.items():
         if pid not in mem:
             continue
         name, mib = mem[pid]
@@ -212,6 +239,7 @@ def _eight_slice(
                 memory_mib=mib,
                 starts=starts,
                 confidence=(confidence or {}).get(pid, "V"),
+                create_order=order,
             )
         )
     return tuple(out)
@@ -554,7 +582,9 @@ def ci_slice_options(gi_compute_slices: int) -> tuple[int, ...]:
     From the ``-lcip`` captures (docs/reference/mig-facts.md section 6): 1g {1}, 2g {1,2},
     3g {1,2,3}, 4g {1,2,4} (no 3c), 7g {1,2,3,4,7}. Larger or other sizes are
     [U] and follow the same rule: powers of two below the GI size, 3 when it
-    fits a 3- or 7-slice GI, and the whole GI.
+    fits a 3- or 7-slice GI, and the whole GI. Where each size may start
+    inside the GPU instance (the compute-instance placement grid) is [U]:
+    see :mod:`migperf.nvml.ci_profiles`.
     """
     g = gi_compute_slices
     opts = {c for c in (1, 2, 4) if c <= g}

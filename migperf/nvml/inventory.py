@@ -3,8 +3,10 @@
 :class:`NvmlInventory` adds the read-only queries to the NVML session
 (:class:`~migperf.nvml.session.NvmlSession`) and speaks migperf's types
 (:mod:`migperf.nvml.types`). Reads work for any user: where NVML wants
-privileges (listing GPU instances, free capacity), the answer is rebuilt from
-what any user may read, or marked unknown (None), never guessed.
+privileges (listing GPU instances, placements, free capacity, the whole GPU's
+memory in MIG mode), the answer is rebuilt from what any user may read, or
+marked unknown (None), never guessed; :meth:`NvmlInventory.unavailable` says
+what could not be read and why, for commands to tell the user.
 """
 
 from __future__ import annotations
@@ -59,6 +61,37 @@ class NvmlInventory(NvmlSession):
         # Each GPU's profiles and placements cannot change while NVML is open,
         # until its MIG mode changes.
         self._static_profiles: dict[int, list[GpuInstanceProfile]] = {}
+        # GPU index -> {what: why} for what the latest reads could not get.
+        self._unreadable: dict[int, dict[str, str]] = {}
+
+    # ---------------------------------------------------------- what is missing
+
+    def unavailable(self, gpu_index: int) -> dict[str, str]:
+        """What the reads of a GPU so far could not get, and why (empty when nothing is missing).
+
+        Keys: ``memory_mib`` (:meth:`gpu`), ``placements`` and
+        ``instances_free`` (:meth:`gpu_instance_profiles`), ``gpu_instances``
+        (:meth:`gpu_instances`: the view was rebuilt from MIG devices). Values
+        name the NVML call and its error, e.g. ``Insufficient Permissions`` for
+        a user without root: commands print them as notes, so a missing value
+        is never silent.
+        """
+        return dict(self._unreadable.get(gpu_index, {}))
+
+    def _mark(self, gpu_index: int, what: str, why: str | None) -> None:
+        """Record (``why``) or clear (None) that ``what`` could not be read."""
+        missing = self._unreadable.setdefault(gpu_index, {})
+        if why is None:
+            missing.pop(what, None)
+        else:
+            missing[what] = why
+
+    def _refusal(self, fn_name: str, exc: Any) -> str:
+        """``fn_name: error``, with what to do when it is a permission refusal."""
+        why = f"{fn_name}: {exc}"
+        if isinstance(exc, self.nvml.NVMLError_NoPermission):
+            why += " (needs root or the MIG config capability, like `sudo nvidia-smi mig -lgi`)"
+        return why
 
     # ------------------------------------------------------------------ GPUs
 
@@ -76,12 +109,21 @@ class NvmlInventory(NvmlSession):
             raise self._translate(f"read the MIG mode of GPU {gpu_index}", exc) from exc
         return MigMode(current=bool(cur), pending=bool(pending))
 
-    def _memory_total_mib(self, h: Any) -> int | None:
+    def _memory_total_mib(self, h: Any, gpu_index: int) -> int | None:
         try:
-            return int(self.nvml.nvmlDeviceGetMemoryInfo(h).total // _MIB)
-        except self.nvml.NVMLError:
+            total = int(self.nvml.nvmlDeviceGetMemoryInfo(h).total // _MIB)
+        except self.nvml.NVMLError as exc:
             # In MIG mode the parent's totals need privileges (docs/reference/mig-facts.md 8.4).
+            why = f"nvmlDeviceGetMemoryInfo: {exc}"
+            if isinstance(exc, self.nvml.NVMLError_NoPermission):
+                why += (
+                    " (in MIG mode NVML reports the whole GPU's memory to privileged callers"
+                    " only; each MIG device's memory is readable: `migperf mig show`)"
+                )
+            self._mark(gpu_index, "memory_mib", why)
             return None
+        self._mark(gpu_index, "memory_mib", None)
+        return total
 
     def gpu(self, gpu_index: int) -> GpuInfo:
         """One GPU's identity, memory and MIG state (``nvidia-smi -q -i N``)."""
@@ -105,7 +147,7 @@ class NvmlInventory(NvmlSession):
             uuid=self._call(f"read the UUID of {where}", n.nvmlDeviceGetUUID, h),
             pci_bus_id=bus_id,
             pci_device_id=int(pci.pciDeviceId),
-            memory_mib=self._memory_total_mib(h),
+            memory_mib=self._memory_total_mib(h, gpu_index),
             mig_capable=mode is not None,
             mig_mode=mode,
             mig_devices=len(self.mig_devices(gpu_index))
@@ -142,7 +184,9 @@ class NvmlInventory(NvmlSession):
                 "list GPUs with `migperf gpus`",
             )
         version = 2 if mode.current else 1
-        total_mib = self._memory_total_mib(h)
+        total_mib = self._memory_total_mib(h, gpu_index)
+        self._mark(gpu_index, "placements", None)
+        self._mark(gpu_index, "instances_free", None)
         profiles = []
         for index in range(catalog.PROFILE_COUNT + 16):
             try:
@@ -173,24 +217,15 @@ class NvmlInventory(NvmlSession):
     ) -> GpuInstanceProfile:
         n = self.nvml
         pid = int(info.id)
-        count = ctypes.c_uint(0)
-        what = f"list placements of profile {pid} on GPU {gpu_index}"
-        self._call(
-            what, n.nvmlDeviceGetGpuInstancePossiblePlacements, h, pid, None, ctypes.byref(count)
-        )
-        arr = (n.c_nvmlGpuInstancePlacement_t * max(count.value, 1))()
-        self._call(
-            what, n.nvmlDeviceGetGpuInstancePossiblePlacements, h, pid, arr, ctypes.byref(count)
-        )
-        placements = tuple(
-            Placement(int(arr[i].start), int(arr[i].size)) for i in range(count.value)
-        )
+        placements = self._profile_placements(gpu_index, h, pid)
         free: int | None = None
         if mig_on:
             try:
                 free = int(n.nvmlDeviceGetGpuInstanceRemainingCapacity(h, pid))
-            except n.NVMLError:
-                free = None  # needs privileges; "unknown", never a guess
+            except n.NVMLError as exc:
+                # Needs privileges: "unknown", never a guess.
+                why = self._refusal("nvmlDeviceGetGpuInstanceRemainingCapacity", exc)
+                self._mark(gpu_index, "instances_free", why)
         if total_mib and index in catalog.SLICES_OF_INDEX:
             name = gpu_instance_profile_name(index, int(info.memorySizeMB), total_mib * _MIB)
         else:
@@ -216,6 +251,29 @@ class NvmlInventory(NvmlSession):
             ),
             placements=placements,
         )
+
+    def _profile_placements(self, gpu_index: int, h: Any, pid: int) -> tuple[Placement, ...]:
+        """A profile's placements (``-lgipp``); () when NVML refuses them to this user.
+
+        Raises:
+            MigperfError: NVML fails otherwise.
+        """
+        n = self.nvml
+        count = ctypes.c_uint(0)
+        what = f"list placements of profile {pid} on GPU {gpu_index}"
+        fn = n.nvmlDeviceGetGpuInstancePossiblePlacements
+        try:
+            fn(h, pid, None, ctypes.byref(count))
+            arr = (n.c_nvmlGpuInstancePlacement_t * max(count.value, 1))()
+            fn(h, pid, arr, ctypes.byref(count))
+        except n.NVMLError_NoPermission as exc:
+            # "Requires privileged user" (nvml.h): unknown, and said so.
+            why = self._refusal("nvmlDeviceGetGpuInstancePossiblePlacements", exc)
+            self._mark(gpu_index, "placements", why)
+            return ()
+        except n.NVMLError as exc:
+            raise self._translate(what, exc) from exc
+        return tuple(Placement(int(arr[i].start), int(arr[i].size)) for i in range(count.value))
 
     def compute_instance_profiles(self, gpu_index: int, gi_id: int) -> list[ComputeInstanceProfile]:
         """Compute-instance profiles a GPU instance offers (``nvidia-smi mig -lcip -gi ID``)."""
@@ -298,6 +356,13 @@ class NvmlInventory(NvmlSession):
                     sm_count=int(attrs.multiprocessorCount),
                     gpu_instance_slices=int(attrs.gpuInstanceSliceCount),
                     compute_instance_slices=int(attrs.computeInstanceSliceCount),
+                    engines=Engines(
+                        copy=int(attrs.sharedCopyEngineCount),
+                        decoder=int(attrs.sharedDecoderCount),
+                        encoder=int(attrs.sharedEncoderCount),
+                        jpeg=int(attrs.sharedJpegCount),
+                        ofa=int(attrs.sharedOfaCount),
+                    ),
                 )
             )
         return out
@@ -307,7 +372,9 @@ class NvmlInventory(NvmlSession):
 
         ``nvidia-smi mig -lgi`` and ``-lci`` together. Listing instances needs
         privileges; without them the view is rebuilt from the MIG devices,
-        which any user can read, and placements are then unknown (None).
+        which any user can read: placements and compute-instance profile ids
+        are then unknown (None), a GPU instance without a compute instance
+        cannot be seen, and :meth:`unavailable` says so (``gpu_instances``).
         """
         n = self.nvml
         mode = self.mig_mode(gpu_index)
@@ -336,10 +403,17 @@ class NvmlInventory(NvmlSession):
                             compute_instances=tuple(self._compute_instances(arr[k], p, devices)),
                         )
                     )
-        except n.NVMLError_NoPermission:
+        except n.NVMLError_NoPermission as exc:
+            why = self._refusal("nvmlDeviceGetGpuInstances", exc) + (
+                "; shown from the MIG devices any user may read: placements and"
+                " compute-instance profile ids unknown, GPU instances without a compute"
+                " instance not visible"
+            )
+            self._mark(gpu_index, "gpu_instances", why)
             return self._instances_from_devices(gpu_index, profiles, list(devices.values()))
         except n.NVMLError as exc:
             raise self._translate(f"list GPU instances of GPU {gpu_index}", exc) from exc
+        self._mark(gpu_index, "gpu_instances", None)
         out.sort(key=lambda gi: gi.gi_id)
         return out
 
@@ -388,14 +462,16 @@ class NvmlInventory(NvmlSession):
         out = []
         for gi_id, devs in sorted(by_gi.items()):
             d0 = devs[0]
-            match = next(
-                (
-                    p
-                    for p in profiles
-                    if p.compute_slices == d0.gpu_instance_slices and p.memory_mib == d0.memory_mib
-                ),
-                None,
-            )
+            # Slices and memory leave 1g and 1g+me alike; their engines tell them
+            # apart. Two profiles still alike: say neither rather than guess.
+            matches = [
+                p
+                for p in profiles
+                if p.compute_slices == d0.gpu_instance_slices
+                and p.memory_mib == d0.memory_mib
+                and (d0.engines is None or p.engines == d0.engines)
+            ]
+            match = matches[0] if len(matches) == 1 else None
             gi_name = (
                 match.profile
                 if match
@@ -414,7 +490,9 @@ class NvmlInventory(NvmlSession):
                             profile=compute_instance_profile_name(
                                 d.compute_instance_slices, gi_name
                             ),
-                            profile_id=catalog.CI_ID_OF_SLICES.get(d.compute_instance_slices),
+                            # Not CI_ID_OF_SLICES: a REV1 or NVL variant
+                            # has the size (and name) of a plain profile.
+                            profile_id=None,
                             placement=None,
                             mig_uuid=d.mig_uuid,
                             memory_mib=d.memory_mib,

@@ -110,7 +110,9 @@ class GpuInstanceProfile:
 
     ``profile_id`` is the number nvidia-smi prints (e.g. 19); ``index`` is the
     NVML profile constant (``NVML_GPU_INSTANCE_PROFILE_1_SLICE`` = 0, ...) used
-    to look it up. ``instances_free`` is None when NVML cannot say (MIG off).
+    to look it up. ``instances_free`` is None when NVML cannot say (MIG off,
+    or a caller without privileges). ``placements`` is empty, and
+    ``memory_slices`` 0, when NVML refuses the placements to this caller.
     """
 
     profile: str
@@ -126,9 +128,15 @@ class GpuInstanceProfile:
     placements: tuple[Placement, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form (``migperf mig profiles --json``)."""
+        """Plain-JSON form (``migperf mig profiles --json``).
+
+        Without placements (NVML refuses them to a user without root) the
+        memory slices are unknown too: null, not 0.
+        """
         d = asdict(self)
         d["placements"] = [{"start": p.start, "size": p.size} for p in self.placements]
+        if not self.placements:
+            d["memory_slices"] = None
         return d
 
 
@@ -201,7 +209,11 @@ class GpuInstance:
 
 @dataclass(frozen=True)
 class MigDevice:
-    """A MIG device: what ``CUDA_VISIBLE_DEVICES=MIG-<uuid>`` selects."""
+    """A MIG device: what ``CUDA_VISIBLE_DEVICES=MIG-<uuid>`` selects.
+
+    ``engines`` are the engines its GPU instance owns (``nvmlDeviceGetAttributes``),
+    None where they were not read.
+    """
 
     gpu_index: int
     index: int
@@ -213,6 +225,7 @@ class MigDevice:
     sm_count: int
     gpu_instance_slices: int
     compute_instance_slices: int
+    engines: Engines | None = None
 
 
 @dataclass(frozen=True)

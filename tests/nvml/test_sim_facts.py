@@ -158,6 +158,13 @@ def test_gpu_without_mig_reports_no_mig(sim: Callable[..., Nvml]) -> None:
 
 
 def test_compute_instance_profiles_follow_the_lcip_captures(sim_a100_40gb: Nvml) -> None:
+    """The -lcip captures (mig-facts.md 6), plus the 7_SLICE_NVL variant (id 8).
+
+    Real drivers list CI profile 8 on an A100 7g instance, with the same name
+    as the plain 7g profile (issue "The simulated GPU as strict as a real
+    driver"; nvml.h NVML_COMPUTE_INSTANCE_PROFILE_7_SLICE_NVL): the row was
+    added on purpose.
+    """
     nvml = sim_a100_40gb
     gi7 = nvml.create_gpu_instance(0, 0)
     rows = [
@@ -170,6 +177,7 @@ def test_compute_instance_profiles_follow_the_lcip_captures(sim_a100_40gb: Nvml)
         ("3c.7g.40gb", 2, 2, 42),
         ("4c.7g.40gb", 3, 1, 56),
         ("7g.40gb", 4, 1, 98),
+        ("7g.40gb", 8, 1, 98),
     ]
     nvml.destroy_gpu_instance(0, gi7)
     gi4 = nvml.create_gpu_instance(0, 5)

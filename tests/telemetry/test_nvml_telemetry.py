@@ -12,6 +12,7 @@ from migperf.errors import UsageError
 from migperf.mig import apply_layout
 from migperf.nvml.facade import Nvml
 from migperf.nvml.sim.lib import SimNvmlLib
+from migperf.nvml.sim.workload import idle_used_mib
 from migperf.nvml.types import GPU_METRICS, throttle_reason_names
 
 
@@ -39,7 +40,9 @@ def test_utilization_is_read_with_mig_off_and_rises_with_load(sim: Callable[...,
     busy = nvml.sample_gpu(0)
     assert busy.gpu_util_pct == 100
     assert busy.power_w is not None and idle.power_w is not None and busy.power_w > 5 * idle.power_w
-    assert busy.memory_used_mib == 1024.0
+    # Idle GPUs never read 0 used (11-249 MiB observed): the process adds its 1024.
+    assert idle.memory_used_mib == idle_used_mib(81559)
+    assert busy.memory_used_mib == idle.memory_used_mib + 1024.0
     nvml.detach_simulated_process(0, os.getpid())
     assert nvml.sample_gpu(0).gpu_util_pct == 0
 
@@ -55,7 +58,9 @@ def test_mig_memory_is_per_slice(sim_h100: Nvml) -> None:
     sim_h100.attach_simulated_process(0, os.getpid(), mig_uuid=devices[1].mig_uuid, used_mib=512)
     readings = sim_h100.mig_memory(0, devices)
     assert [r.memory_total_mib for r in readings] == [d.memory_mib for d in devices]
-    assert [r.memory_used_mib for r in readings] == [0.0, 512.0]
+    # Idle MIG devices read what the driver keeps (never 0), plus their processes' memory.
+    idle = [idle_used_mib(d.memory_mib) for d in devices]
+    assert [r.memory_used_mib for r in readings] == [idle[0], idle[1] + 512.0]
     assert all(r.error is None for r in readings)
     assert [r.gi_id for r in readings] == [d.gi_id for d in devices]
 

@@ -11,6 +11,7 @@ from migperf.bench.spec import BenchSpec, parse_spec
 from migperf.mig import apply_layout
 from migperf.nvml.catalog import get_model
 from migperf.nvml.facade import Nvml
+from migperf.nvml.sim.workload import idle_used_mib
 from migperf.telemetry.target import resolve_target
 
 H100 = get_model("h100-80gb")
@@ -67,7 +68,9 @@ def test_a_run_on_a_simulated_slice_carries_its_windows_telemetry(h100_slices: N
     assert g.energy_j == pytest.approx(busy_w * s.duration_s, rel=0.03)
     assert s.energy_per_sample_j is not None and s.samples_processed
     assert s.energy_per_sample_j == pytest.approx(g.energy_j / s.samples_processed)
-    assert s.instance is not None and s.instance.memory_used_max_mib == 1024.0
+    # The worker's 1024 MiB on top of what the idle slice reads (never 0).
+    idle_mib = idle_used_mib(slice3g.memory_mib)
+    assert s.instance is not None and s.instance.memory_used_max_mib == idle_mib + 1024.0
     assert s.instance.profile == "3g.40gb" and s.instance.memory_total_mib == slice3g.memory_mib
     assert s.activity is not None and s.activity.source == "nvml_gpm"
     assert s.activity.gi_id == slice3g.gi_id and s.activity.sm_util_pct == pytest.approx(95.0)

@@ -11,6 +11,7 @@ import pytest
 from migperf.errors import UsageError
 from migperf.mig import apply_layout
 from migperf.nvml.facade import Nvml
+from migperf.nvml.sim.workload import idle_used_mib
 from migperf.telemetry.sampler import NvmlSampler
 
 
@@ -71,8 +72,10 @@ def test_mig_memory_and_gpm_activity_series_per_slice(sim_h100: Nvml) -> None:
     series = sampler.series()
     mig = {m.mig_uuid: m for m in series.mig_devices}
     assert mig[busy.mig_uuid].profile == "3g.40gb"
-    assert set(mig[busy.mig_uuid].columns["memory_used_mib"]) == {2048.0}
-    assert set(mig[idle.mig_uuid].columns["memory_used_mib"]) == {0.0}
+    # Idle slices read what the driver keeps (never 0); the busy one adds its process.
+    idle_busy, idle_idle = idle_used_mib(busy.memory_mib), idle_used_mib(idle.memory_mib)
+    assert set(mig[busy.mig_uuid].columns["memory_used_mib"]) == {idle_busy + 2048.0}
+    assert set(mig[idle.mig_uuid].columns["memory_used_mib"]) == {float(idle_idle)}
     act = {a.gi_id: a for a in series.activity}
     assert set(act) == {busy.gi_id, idle.gi_id}
     assert act[busy.gi_id].scope == "gpu_instance" and act[busy.gi_id].source == "nvml_gpm"

@@ -80,10 +80,14 @@ def place_compute_instances(
 ) -> tuple[Placement, ...] | None:
     """Placements for compute instances of ``sizes`` inside one GPU instance, or None.
 
-    A compute instance of ``c`` slices may start at any multiple of ``c``
-    inside the GPU instance (what ``-lcip`` placements and the simulator
-    offer). Largest first, first fit, with backtracking so that any split that
-    fits is found.
+    Where a compute instance may start is not verified (docs/reference/mig-facts.md
+    5, 6 [U]): real drivers choose CI placements themselves, and ``nvidia-smi
+    mig -cci 0,1`` on a 3g instance makes a 1c and then a 2c, which starts at
+    multiples of the size would refuse. So starts at multiples of each size
+    are tried first (the placements migperf has always planned), then any
+    start where the instance fits: a split is refused only when its sizes do
+    not fit the GPU instance's compute slices at all. Largest first, first
+    fit, with backtracking so that any split that fits is found.
 
     Args:
         gi_compute_slices: The GPU instance's compute slices.
@@ -96,21 +100,21 @@ def place_compute_instances(
     order = sorted(range(len(sizes)), key=lambda k: -sizes[k])
     chosen: list[int] = [0] * len(sizes)
 
-    def fit(pos: int, used: int) -> bool:
+    def fit(pos: int, used: int, aligned: bool) -> bool:
         if pos == len(order):
             return True
         c = sizes[order[pos]]
         if c < 1:
             return False
         mask = (1 << c) - 1
-        for s in range(0, gi_compute_slices - c + 1, c):
+        for s in range(0, gi_compute_slices - c + 1, c if aligned else 1):
             if not used & (mask << s):
                 chosen[order[pos]] = s
-                if fit(pos + 1, used | (mask << s)):
+                if fit(pos + 1, used | (mask << s), aligned):
                     return True
         return False
 
-    if sum(sizes) > gi_compute_slices or not fit(0, 0):
+    if sum(sizes) > gi_compute_slices or not (fit(0, 0, True) or fit(0, 0, False)):
         return None
     return tuple(Placement(chosen[k], sizes[k]) for k in range(len(sizes)))
 
@@ -208,7 +212,6 @@ def _check_split(p: GpuInstanceProfile, compute: tuple[int, ...]) -> None:
     if place_compute_instances(p.compute_slices, compute) is None:
         raise UsageError(
             f"{split}: compute instances of {_or_list(compute, 'and')} slices cannot all be placed "
-            f"in the {p.compute_slices} compute slices of {p.profile} "
-            "(each must start at a multiple of its size)",
+            f"in the {p.compute_slices} compute slices of {p.profile}",
             hint=hint,
         )

@@ -87,8 +87,14 @@ def hold_mode_changes(
         st["gpus"][gpu_index]["hold_mode_change"] = hold
 
 
-def reset_gpu(spec: str, gpu_index: int, *, root: Path | None = None) -> None:
-    """``nvidia-smi --gpu-reset``: apply a pending MIG mode; refuse while processes run.
+def reset_gpu(spec: str | MachineSpec, gpu_index: int, *, root: Path | None = None) -> None:
+    """``nvidia-smi --gpu-reset``: apply a pending MIG mode, wipe every instance.
+
+    GPU and compute instances do not survive a reset (or a reboot), even when
+    MIG stays enabled: the MIG user guide says the GI/CI configuration is not
+    persistent, and mig-parted re-applies it at boot for that reason
+    (docs/reference/mig-facts.md 9). MIG devices, their UUIDs and handles are
+    gone afterwards.
 
     Raises:
         GpuInUseError: when processes still use the GPU.
@@ -103,8 +109,7 @@ def reset_gpu(spec: str, gpu_index: int, *, root: Path | None = None) -> None:
             )
         gpu["mig_current"] = gpu["mig_pending"]
         gpu["hold_mode_change"] = False
-        if not gpu["mig_current"]:
-            gpu["gpu_instances"] = []
+        gpu["gpu_instances"] = []
 
 
 def clear_fault_counters(spec: str, *, root: Path | None = None) -> None:

@@ -36,6 +36,7 @@ from migperf.nvml.catalog import (
     GpuModel,
     ProfileFact,
 )
+from migperf.nvml.ci_profiles import CiProfileFact, ci_profile
 from migperf.nvml.naming import compute_instance_profile_name
 from migperf.nvml.sim import placement, workload
 from migperf.nvml.sim.faults import ENV_VAR as FAULTS_ENV_VAR
@@ -53,6 +54,10 @@ E_INSUFFICIENT_SIZE = pynvml.NVML_ERROR_INSUFFICIENT_SIZE
 E_IN_USE = pynvml.NVML_ERROR_IN_USE
 E_INSUFFICIENT_RESOURCES = pynvml.NVML_ERROR_INSUFFICIENT_RESOURCES
 E_VERSION_MISMATCH = pynvml.NVML_ERROR_ARGUMENT_VERSION_MISMATCH
+
+
+# A MIG device UUID in the pre-R470 form: MIG-GPU-<uuid>/<GI id>/<CI id>.
+_OLD_MIG_UUID = re.compile(r"^MIG-(GPU-[0-9a-fA-F-]{36})/(\d+)/(\d+)$")
 
 
 class _Fail(Exception):
@@ -332,7 +337,7 @@ class SimNvmlLib:
         model = self._model(gpu)
         uid = self._next_serial(st)
         gi = {
-            "gi_id": placement.new_gi_id(gpu, model, p.memory_slices),
+            "gi_id": placement.new_gi_id(gpu, model, start, p.memory_slices),
             "uid": uid,
             "profile_id": p.profile_id,
             "start": start,
@@ -403,6 +408,12 @@ class SimNvmlLib:
     @_nvml
     def nvmlDeviceGetHandleByUUID(self, st: dict[str, Any], uuid: Any, ref: Any) -> None:
         text = _text(uuid)
+        old = _OLD_MIG_UUID.match(text)
+        if old is not None:
+            # Drivers before R470 named MIG devices MIG-<GPU UUID>/<GI id>/<CI id>,
+            # and NVML still accepts that form (docs/reference/mig-facts.md 10).
+            self._set_handle(ref, self._old_mig_key(st, old[1], int(old[2]), int(old[3])))
+            return
         for gpu in st["gpus"]:
             if gpu["uuid"] == text:
                 self._set_handle(ref, ("gpu", gpu["index"]))
@@ -412,6 +423,18 @@ class SimNvmlLib:
                     if ci["uuid"] == text:
                         self._set_handle(ref, ("mig", gpu["index"], ci["uid"]))
                         return
+        raise _Fail(E_NOT_FOUND)
+
+    @staticmethod
+    def _old_mig_key(st: dict[str, Any], gpu_uuid: str, gi_id: int, ci_id: int) -> tuple[Any, ...]:
+        """The handle key of the MIG device ``MIG-<gpu_uuid>/<gi_id>/<ci_id>``."""
+        for gpu in st["gpus"]:
+            if gpu["uuid"].lower() != gpu_uuid.lower():
+                continue
+            for gi in gpu["gpu_instances"]:
+                for ci in gi["compute_instances"]:
+                    if gi["gi_id"] == gi_id and ci["ci_id"] == ci_id:
+                        return ("mig", gpu["index"], ci["uid"])
         raise _Fail(E_NOT_FOUND)
 
     @_nvml
@@ -500,6 +523,11 @@ class SimNvmlLib:
 
     def _memory(self, st: dict[str, Any], handle: Any, mem: Any) -> None:
         gpu, gi, _ = self._device(st, handle)
+        if gi is None and self._mig_on(gpu):
+            # The parent in MIG mode gives "aggregate information, only if the
+            # caller has appropriate privileges" (nvml.h); non-root users get
+            # NoPermission (reported on A100, H100, H200; mig-facts.md 8.4).
+            self._require_root(st)
         self._prune_once(gpu)
         if gi is None:
             total_mib = self._model(gpu).memory_total_mib
@@ -507,7 +535,10 @@ class SimNvmlLib:
         else:
             total_mib = self._profile_by_id(gpu, gi["profile_id"]).memory_mib
             procs = [p for p in gpu["processes"] if p.get("gi_id") == gi["gi_id"]]
-        used = int(sum(p["used_mib"] for p in procs) * _MIB)
+        # Never 0 at idle: the driver keeps some framebuffer of every GPU and
+        # MIG device for itself [U: workload.idle_used_mib].
+        used_mib = workload.idle_used_mib(total_mib) + sum(p["used_mib"] for p in procs)
+        used = int(used_mib * _MIB)
         mem.total = total_mib * _MIB
         mem.used = min(used, mem.total)
         mem.free = mem.total - mem.used
@@ -609,9 +640,11 @@ class SimNvmlLib:
     def nvmlDeviceGetGpuInstancePossiblePlacements_v2(
         self, st: dict[str, Any], handle: Any, profile_id: Any, arr: Any, count: Any
     ) -> None:
-        # Works "regardless of whether MIG is enabled or not" (nvml.h).
+        # Works "regardless of whether MIG is enabled or not", but "requires
+        # privileged user" (nvml.h; docs/reference/mig-facts.md 9).
         gpu = self._parent(st, handle)
         self._require_mig_capable(gpu)
+        self._require_root(st)
         p = self._profile_by_id(gpu, _val(profile_id))
         cnt = _out(count)
         if arr is None:
@@ -651,10 +684,11 @@ class SimNvmlLib:
         self._require_mig_on(gpu)
         self._require_root(st)
         p = self._profile_by_id(gpu, _val(profile_id))
-        # Default placement: the highest free start first (3g takes 4:4, 1g
-        # takes 6 first), which reproduces the creation-order failures the MIG
-        # guide describes [U: observed pattern, not a documented rule].
-        for s in sorted(p.starts, reverse=True):
+        # Default placement: the order the driver was seen to try (A100/H100:
+        # 1g at 6,4,5,0,1,2,3, 2g at 4,0,2, 3g at 4 first; A30 lowest first),
+        # which reproduces the creation-order failures the MIG guide describes
+        # [U: observed patterns, not a documented rule; catalog create_order].
+        for s in p.default_starts():
             if self._can_place(gpu, p, s) == SUCCESS:
                 self._create_gi(st, gpu, p, s, out)
                 return
@@ -730,25 +764,27 @@ class SimNvmlLib:
 
     def _ci_profile(
         self, gpu: dict[str, Any], gi: dict[str, Any], ci_profile_id: int
-    ) -> tuple[int, list[int]]:
-        """(compute slices, allowed starts) of a CI profile inside ``gi``."""
+    ) -> CiProfileFact:
+        """A CI profile inside ``gi`` (:func:`migperf.nvml.ci_profiles.ci_profiles`)."""
         if not 0 <= ci_profile_id < pynvml.NVML_COMPUTE_INSTANCE_PROFILE_COUNT:
             raise _Fail(E_INVALID)
-        c = CI_SLICES_OF_ID.get(ci_profile_id)
-        g = self._profile_by_id(gpu, gi["profile_id"]).compute_slices
-        if c is None or c not in catalog.ci_slice_options(g):
+        fact = ci_profile(
+            self._model(gpu), self._profile_by_id(gpu, gi["profile_id"]), ci_profile_id
+        )
+        if fact is None:
             raise _Fail(E_NOT_SUPPORTED)
-        return c, list(range(0, g - c + 1, c))
+        return fact
 
     def _fill_ci_profile(
         self, gpu: dict[str, Any], gi: dict[str, Any], ci_profile_id: int, info: Any
     ) -> None:
         p = self._profile_by_id(gpu, gi["profile_id"])
-        c, starts = self._ci_profile(gpu, gi, ci_profile_id)
+        f = self._ci_profile(gpu, gi, ci_profile_id)
+        c = f.compute_slices
         info.id = ci_profile_id
         info.sliceCount = c
-        info.instanceCount = len(starts)
-        info.multiprocessorCount = catalog.ci_sm_count(p.sm_count, p.compute_slices, c)
+        info.instanceCount = f.instances
+        info.multiprocessorCount = f.sm_count
         info.sharedCopyEngineCount = p.copy_engines
         info.sharedDecoderCount = p.decoders
         info.sharedEncoderCount = p.encoders
@@ -778,26 +814,47 @@ class SimNvmlLib:
             raise _Fail(E_INVALID)
         self._fill_ci_profile(gpu, gi, _val(profile), info)
 
-    def _ci_free_starts(
-        self, gpu: dict[str, Any], gi: dict[str, Any], c: int, starts: list[int]
-    ) -> list[int]:
-        g = self._profile_by_id(gpu, gi["profile_id"]).compute_slices
-        return placement.ci_free_starts(gi, g, c, starts)
+    def _ci_fits(
+        self, gpu: dict[str, Any], gi: dict[str, Any], f: CiProfileFact, start: int
+    ) -> int:
+        """SUCCESS or the error creating a compute instance of ``f`` at ``start`` would get.
+
+        Free compute slices where it starts, the profile's instance limit, and
+        the GPU instance's SMs: a 26-SM REV1 instance and a 16-SM one do not
+        both fit a 32-SM H100 2g instance, whatever the slices say [D].
+        """
+        if start not in f.starts:
+            return int(E_INVALID)
+        p = self._profile_by_id(gpu, gi["profile_id"])
+        if start not in placement.ci_free_starts(gi, p.compute_slices, f.compute_slices, f.starts):
+            return int(E_INSUFFICIENT_RESOURCES)
+        same = sum(1 for ci in gi["compute_instances"] if ci["profile_id"] == f.profile_id)
+        if same + 1 > f.instances:
+            return int(E_INSUFFICIENT_RESOURCES)
+        model = self._model(gpu)
+        sms = 0
+        for ci in gi["compute_instances"]:
+            other = ci_profile(model, p, ci["profile_id"])
+            sms += other.sm_count if other is not None else 0
+        if sms + f.sm_count > p.sm_count:
+            return int(E_INSUFFICIENT_RESOURCES)
+        return int(SUCCESS)
 
     @_nvml
     def nvmlGpuInstanceGetComputeInstanceRemainingCapacity(
         self, st: dict[str, Any], handle: Any, profile_id: Any, ref: Any
     ) -> None:
         gpu, gi = self._gi_handle(st, handle)
-        c, starts = self._ci_profile(gpu, gi, _val(profile_id))
-        n = 0
-        placed: list[dict[str, Any]] = []
+        self._require_root(st)  # "Requires privileged user" (nvml.h)
+        f = self._ci_profile(gpu, gi, _val(profile_id))
+        # How many more fit, greedily from the lowest start [U, as for GPU instances].
         probe = dict(gi, compute_instances=list(gi["compute_instances"]))
-        for s in starts:
-            if s in self._ci_free_starts(gpu, probe, c, starts):
-                ci = {"start": s, "size": c}
-                probe["compute_instances"].append(ci)
-                placed.append(ci)
+        n = 0
+        for s in f.starts:
+            if self._ci_fits(gpu, probe, f, s) == SUCCESS:
+                probe["compute_instances"].append(
+                    {"start": s, "size": f.compute_slices, "profile_id": f.profile_id}
+                )
                 n += 1
         _out(ref).value = n
 
@@ -806,7 +863,9 @@ class SimNvmlLib:
         self, st: dict[str, Any], handle: Any, profile_id: Any, arr: Any, count: Any
     ) -> None:
         gpu, gi = self._gi_handle(st, handle)
-        c, starts = self._ci_profile(gpu, gi, _val(profile_id))
+        self._require_root(st)  # "Requires privileged user" (nvml.h)
+        f = self._ci_profile(gpu, gi, _val(profile_id))
+        c, starts = f.compute_slices, f.starts
         cnt = _out(count)
         if arr is None:
             cnt.value = len(starts)
@@ -829,16 +888,17 @@ class SimNvmlLib:
         out: Any,
     ) -> None:
         self._require_root(st)
-        c, starts = self._ci_profile(gpu, gi, ci_profile_id)
-        free = self._ci_free_starts(gpu, gi, c, starts)
+        f = self._ci_profile(gpu, gi, ci_profile_id)
         if start is None:
-            if not free:
+            # The driver picks: the lowest start that fits [U], so `-cci 0,1` on
+            # a 3g instance makes 1c at 0:1, then 2c at 1:2, as real drivers do.
+            start = next((s for s in f.starts if self._ci_fits(gpu, gi, f, s) == SUCCESS), None)
+            if start is None:
                 raise _Fail(E_INSUFFICIENT_RESOURCES)
-            start = free[0]
-        elif start not in starts:
-            raise _Fail(E_INVALID)
-        elif start not in free:
-            raise _Fail(E_INSUFFICIENT_RESOURCES)
+        code = self._ci_fits(gpu, gi, f, start)
+        if code != SUCCESS:
+            raise _Fail(code)
+        c = f.compute_slices
         taken = {ci["ci_id"] for ci in gi["compute_instances"]}
         uid = self._next_serial(st)
         gi["compute_instances"].append(
@@ -866,8 +926,7 @@ class SimNvmlLib:
     ) -> None:
         gpu, gi = self._gi_handle(st, handle)
         pl = _out(placement)
-        c, _ = self._ci_profile(gpu, gi, _val(profile_id))
-        if pl.size != c:
+        if pl.size != self._ci_profile(gpu, gi, _val(profile_id)).compute_slices:
             raise _Fail(E_INVALID)
         self._create_ci(st, gpu, gi, _val(profile_id), pl.start, out)
 
@@ -888,6 +947,7 @@ class SimNvmlLib:
         self, st: dict[str, Any], handle: Any, profile_id: Any, arr: Any, count: Any
     ) -> None:
         gpu, gi = self._gi_handle(st, handle)
+        self._require_root(st)  # "Requires privileged user" (nvml.h)
         pid = _val(profile_id)
         self._ci_profile(gpu, gi, pid)
         cis = sorted(
@@ -905,6 +965,7 @@ class SimNvmlLib:
         self, st: dict[str, Any], handle: Any, ci_id: Any, out: Any
     ) -> None:
         gpu, gi = self._gi_handle(st, handle)
+        self._require_root(st)  # "Requires privileged user" (nvml.h)
         for ci in gi["compute_instances"]:
             if ci["ci_id"] == _val(ci_id):
                 self._set_handle(out, ("ci", gpu["index"], ci["uid"]))
@@ -990,8 +1051,13 @@ class SimNvmlLib:
             # "This API currently only supports MIG device handles."
             raise _Fail(E_NOT_SUPPORTED)
         p = self._profile_by_id(gpu, gi["profile_id"])
+        f = ci_profile(self._model(gpu), p, ci["profile_id"])
         a = _out(ref)
-        a.multiprocessorCount = catalog.ci_sm_count(p.sm_count, p.compute_slices, ci["size"])
+        a.multiprocessorCount = (
+            f.sm_count
+            if f is not None
+            else catalog.ci_sm_count(p.sm_count, p.compute_slices, ci["size"])
+        )
         a.sharedCopyEngineCount = p.copy_engines
         a.sharedDecoderCount = p.decoders
         a.sharedEncoderCount = p.encoders
@@ -1019,6 +1085,11 @@ class SimNvmlLib:
         self, st: dict[str, Any], handle: Any, count: Any, arr: Any
     ) -> None:
         gpu, gi, ci = self._device(st, handle)
+        if gi is None and self._mig_on(gpu):
+            # In MIG mode the parent lists every instance's processes to
+            # privileged callers only (nvml.h, mig-facts.md 8.4); stricter [U]:
+            # NoPermission rather than an empty list.
+            self._require_root(st)
         workload.prune_processes(gpu)
         procs = gpu["processes"]
         if gi is not None and ci is not None:
@@ -1197,7 +1268,9 @@ class SimNvmlLib:
         self._require_gpm(gpu)
         self._require_mig_on(gpu)
         gi = next((g for g in gpu["gpu_instances"] if g["gi_id"] == _val(gi_id)), None)
-        if gi is None:
+        if gi is None or not gi["compute_instances"]:
+            # No GPM sample for a GPU instance without compute instances: there
+            # is nothing in it to count [U: the exact code; NOT_FOUND chosen].
             raise _Fail(E_NOT_FOUND)
         self._gpm_record(sample, (gpu["index"], gi["gi_id"]), self._gi_load(gpu, gi))
 

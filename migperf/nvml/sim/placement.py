@@ -53,24 +53,56 @@ def can_place(
     return int(pynvml.NVML_SUCCESS)
 
 
-def new_gi_id(gpu: dict[str, Any], model: GpuModel, size: int) -> int:
-    """The id a new GPU instance of ``size`` memory slices gets.
+#: The GPU-instance id mappings seen in the field. On a real GPU an instance's
+#: id is a fixed function of its placement: a pool by size class (full 0,
+#: halves 1-2, quarters 3-6, eighths 7-14; docs/reference/mig-facts.md 5) and
+#: the position inside it. ``standard`` counts positions from slice 0;
+#: ``swapped`` counts from the second half first (one A100 gave 7 x 1g.5gb,
+#: created without placements at 6,4,5,0,1,2,3, the ids 9,7,8,11,12,13,14).
+#: Which GPU has which is not documented [U], so the simulator gives each GPU
+#: one of them (:func:`migperf.nvml.sim.state.new_state`) and no code may
+#: depend on a particular id.
+GI_ID_MAPPINGS: tuple[str, ...] = ("standard", "swapped")
 
-    GI ids come from pools by size class (docs/reference/mig-facts.md 5) [D/U].
+# Id pool base by the share of the GPU an instance's memory slices are.
+_POOL_BASE = {1.0: 0, 0.5: 1, 0.25: 3, 0.125: 7}
+
+
+def gi_id_for(model: GpuModel, start: int, size: int, mapping: str) -> int | None:
+    """The id of a GPU instance at ``start:size`` under ``mapping``; None outside the pools.
+
+    Args:
+        model: The GPU model.
+        start: The instance's first memory slice.
+        size: Its memory slices.
+        mapping: One of :data:`GI_ID_MAPPINGS`.
+    """
+    units = model.placement_units
+    base = _POOL_BASE.get(size / units) if units else None
+    if base is None or size <= 0:
+        return None
+    position = start if mapping != "swapped" else (start + units // 2) % units
+    return base + position // size
+
+
+def new_gi_id(gpu: dict[str, Any], model: GpuModel, start: int, size: int) -> int:
+    """The id a new GPU instance at ``start:size`` gets on this GPU.
+
+    A function of the placement (:func:`gi_id_for`, with the GPU's
+    ``gi_id_map``), not "the lowest free id" [D/U, docs/reference/mig-facts.md 5].
+    A size outside the pools takes the lowest id no instance holds [U].
 
     Args:
         gpu: The GPU's state entry.
         model: Its model.
-        size: The new instance's memory slices.
+        start: The new instance's first memory slice.
+        size: Its memory slices.
     """
     taken = {gi["gi_id"] for gi in gpu["gpu_instances"]}
-    frac = size / model.placement_units
-    pools = {1.0: range(0, 1), 0.5: range(1, 3), 0.25: range(3, 7), 0.125: range(7, 15)}
-    pool = pools.get(frac, range(1, 64))
-    for gid in pool:
-        if gid not in taken:
-            return gid
-    return next(g for g in range(1, 1024) if g not in taken)
+    gid = gi_id_for(model, start, size, gpu.get("gi_id_map", "standard"))
+    if gid is not None and gid not in taken:
+        return gid
+    return next(g for g in range(15, 1024) if g not in taken)
 
 
 def ci_free_starts(

@@ -36,9 +36,15 @@ from typing import Any
 
 from migperf.errors import UsageError
 from migperf.nvml.catalog import MODELS, get_model
+from migperf.nvml.sim.placement import GI_ID_MAPPINGS
 from migperf.paths import state_dir
 
 STATE_VERSION = 1
+
+#: Forces every GPU of a newly booted simulated machine to one GPU-instance id
+#: mapping (``standard`` or ``swapped``, :data:`~migperf.nvml.sim.placement.GI_ID_MAPPINGS`);
+#: unset, each GPU gets one chosen from its UUID, so both occur.
+GI_IDS_ENV = "MIGPERF_SIM_GI_IDS"
 
 # Bus ids of a DGX A100's eight GPUs, so simulated nodes look like real ones.
 _DGX_BUS_IDS = (0x07, 0x0F, 0x47, 0x4E, 0x87, 0x90, 0xB7, 0xBD)
@@ -130,18 +136,45 @@ def _bus_id(index: int) -> str:
     return f"00000000:{bus:02X}:00.0"
 
 
+def gi_id_mapping(gpu_uuid: str) -> str:
+    """The GPU-instance id mapping a newly booted GPU gets.
+
+    ``MIGPERF_SIM_GI_IDS`` forces one; otherwise it is chosen from the GPU's
+    UUID (stable for a machine, different across GPUs and machines), so no
+    code or test can count on a particular id.
+
+    Raises:
+        UsageError: ``MIGPERF_SIM_GI_IDS`` names no mapping.
+    """
+    forced = os.environ.get(GI_IDS_ENV, "").strip().lower()
+    if forced in GI_ID_MAPPINGS:
+        return forced
+    if forced:
+        raise UsageError(
+            f"{GI_IDS_ENV}={forced!r} is not a GPU-instance id mapping",
+            hint=f"use one of {', '.join(GI_ID_MAPPINGS)}, or unset it",
+        )
+    return GI_ID_MAPPINGS[uuid.UUID(gpu_uuid.removeprefix("GPU-")).int % len(GI_ID_MAPPINGS)]
+
+
 def new_state(spec: MachineSpec) -> dict[str, Any]:
-    """The state of a freshly booted simulated machine."""
+    """The state of a freshly booted simulated machine.
+
+    Raises:
+        UsageError: ``MIGPERF_SIM_GI_IDS`` names no mapping.
+    """
     now = time.time()
     gpus = []
     for index, key in enumerate(spec.models):
         model = get_model(key)
         mig = 1 if model.mig_capable and not spec.mig_off else 0
+        gpu_uuid = "GPU-" + str(uuid.uuid5(_NAMESPACE, f"{spec.machine_name}/{index}"))
         gpus.append(
             {
                 "index": index,
                 "model": key,
-                "uuid": "GPU-" + str(uuid.uuid5(_NAMESPACE, f"{spec.machine_name}/{index}")),
+                "uuid": gpu_uuid,
+                "gi_id_map": gi_id_mapping(gpu_uuid),
                 "pci_bus_id": _bus_id(index),
                 "mig_current": mig,
                 "mig_pending": mig,
