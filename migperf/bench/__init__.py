@@ -30,7 +30,11 @@ always inside functions, so importing any module here stays light):
   :func:`~migperf.bench.process.run_group` for co-located runs.
 * :mod:`migperf.bench.launch` -- :func:`~migperf.bench.launch.launch_jobs`,
   the one way callers go from specs to workers on their devices (core
-  split on simulated GPUs, telemetry, one worker or a released group).
+  split and slice emulation on simulated GPUs, telemetry, one worker or a
+  released group).
+* :mod:`migperf.bench.emulation` -- a simulated slice's facts (memory, share
+  of the SMs) and the worker's memory limit; :mod:`migperf.bench.throttle`
+  keeps each simulated device's share of the host's CPU from the parent.
 * :mod:`migperf.bench.monitor` -- telemetry sampled around worker runs.
 * :mod:`migperf.bench.series` -- batch-size sweeps with repeats.
 * :mod:`migperf.bench.scenarios` -- inference scenarios: MLPerf LoadGen

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from migperf import __version__
+from migperf.bench.emulation import emulation_from_env
 from migperf.bench.result import EnvironmentInfo
 
 if TYPE_CHECKING:
@@ -86,7 +87,13 @@ def collect_environment(device: torch.device) -> EnvironmentInfo:
         "cuda_runtime_version": torch.version.cuda,
     }
     if device.type != "cuda":
-        return EnvironmentInfo(device_kind="cpu", device_name=_cpu_name(), **common)
+        emulation = emulation_from_env()
+        return EnvironmentInfo(
+            device_kind="cpu",
+            device_name=_cpu_name(),
+            emulation=emulation.describe() if emulation is not None else None,
+            **common,
+        )
     index = device.index if device.index is not None else torch.cuda.current_device()
     props = torch.cuda.get_device_properties(index)
     uuid = getattr(props, "uuid", None)

@@ -7,6 +7,12 @@ and the device label telemetry resolves) and calls :func:`launch_jobs` (or
 
 * on a simulated GPU the workers share this host's CPU cores, so each job's
   ``OMP_NUM_THREADS`` gets its share (unless the user set it for this process);
+* a job whose spec is simulated is emulated (:mod:`migperf.bench.emulation`):
+  its device's facts (memory, SMs, an MPS client's limits) are resolved
+  through NVML and handed to the worker, which may then hold no more than the
+  device's memory and, while it measures, use no more than the device's share
+  of the host's CPU (:mod:`migperf.bench.throttle`); such a job waits at the
+  barrier, so the share applies from its release;
 * with a :class:`~migperf.bench.monitor.RunMonitor`, every job's telemetry
   target is resolved; when one cannot be (the CPU, a machine without GPUs),
   the runs go on without telemetry;
@@ -23,11 +29,20 @@ run, so a monitor that cannot start is reported and replaced by ``None``.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from migperf.bench.emulation import (
+    EMULATION_ENV,
+    SliceEmulation,
+    emulation_env,
+    host_cores,
+    mps_client_emulation,
+    resolve_emulation,
+)
 from migperf.bench.process import GroupResult, run_group, run_worker
 from migperf.bench.spec import BenchSpec
 from migperf.errors import MigperfError, UsageError
@@ -48,14 +63,19 @@ class LaunchJob:
     Attributes:
         spec: What the worker runs.
         env: The worker's environment (see :func:`migperf.bench.device.worker_env`);
-            :func:`launch_jobs` may add ``OMP_NUM_THREADS`` to it.
+            :func:`launch_jobs` may add ``OMP_NUM_THREADS`` to it, and on a
+            simulated device ``MIGPERF_EMULATION`` and ``OMP_WAIT_POLICY``.
         device: The label telemetry resolves to a target: a GPU index as text
             or a MIG UUID; ``None`` uses the monitor's first target.
+        emulation: The simulated device's facts; ``None``: :func:`launch`
+            resolves them from the device label (``device``, else the spec's
+            ``device_label``) when the spec is simulated and NVML is at hand.
     """
 
     spec: BenchSpec
     env: dict[str, str]
     device: str | None = None
+    emulation: SliceEmulation | None = None
 
 
 def split_cores(jobs: Sequence[LaunchJob]) -> None:
@@ -71,6 +91,56 @@ def split_cores(jobs: Sequence[LaunchJob]) -> None:
     share = str(max(1, (os.cpu_count() or 1) // len(jobs)))
     for job in jobs:
         job.env["OMP_NUM_THREADS"] = share
+
+
+_LAUNCHES = itertools.count()
+
+
+def emulate(jobs: Sequence[LaunchJob], nvml: Nvml | None) -> list[BenchSpec]:
+    """Hand each simulated job its device's emulation; return the specs to run.
+
+    Each simulated job's environment gets its device's facts (an explicit
+    :attr:`LaunchJob.emulation`, else resolved through ``nvml``), with the MPS
+    limits its environment sets, this host's cores and its device's group in
+    this launch (jobs on one device share its CPU share). A job whose device
+    cannot be resolved runs without emulation; its result says so. A throttled
+    job's spec gets the barrier, so its share applies from its release.
+
+    Args:
+        jobs: The jobs; their ``env`` is updated in place.
+        nvml: Where devices are resolved; ``None``: only explicit emulations apply.
+
+    Returns:
+        The spec to run for each job, in job order.
+    """
+    launch_id = f"{os.getpid()}-{next(_LAUNCHES)}"
+    cores = host_cores()
+    specs = []
+    for job in jobs:
+        job.env.pop(EMULATION_ENV, None)
+        emulation = job.emulation
+        label = job.device or job.spec.device_label
+        if emulation is None and job.spec.simulated and nvml is not None and label:
+            try:
+                emulation = resolve_emulation(nvml, label)
+            except MigperfError:
+                emulation = None  # the worker's result says it ran unemulated
+        if emulation is None or not job.spec.simulated:
+            specs.append(job.spec)
+            continue
+        emulation = replace(
+            mps_client_emulation(emulation, job.env),
+            host_cores=float(cores),
+            group=f"{launch_id}:{emulation.device}",
+        )
+        job.env.update(emulation_env(emulation))
+        # Idle OpenMP threads must sleep, not spin: spinning would spend a
+        # throttled worker's budget on nothing and steal the cores co-located
+        # workers share. The user's own setting (already in env) wins.
+        job.env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        throttled = emulation.throttled and not job.spec.barrier
+        specs.append(job.spec.model_copy(update={"barrier": True}) if throttled else job.spec)
+    return specs
 
 
 def _targets(
@@ -106,6 +176,7 @@ def launch(
         jobs: The workers; several are co-located behind one barrier.
         simulated: The jobs run on simulated GPU slots, i.e. on this host's
             CPU: split its cores between them (see :func:`split_cores`).
+            Emulation follows each job's spec (``simulated``), see :func:`emulate`.
         timeout_s: Wall-clock limit of each worker.
         monitor: Attach each run's telemetry; dropped when a job's device
             has no telemetry target.
@@ -125,20 +196,23 @@ def launch(
     if simulated:
         split_cores(jobs)
     targets = _targets(jobs, monitor, nvml) if monitor is not None else None
+    specs = emulate(jobs, nvml or (monitor.nvml if monitor is not None else None))
     if len(jobs) == 1 and not jobs[0].spec.barrier:
+        # run_worker releases a spec with the barrier (an emulated one) as soon as it is ready.
         job = jobs[0]
         if monitor is not None and targets is not None:
-            result = monitor.run_worker(job.spec, job.env, timeout_s, target=targets[0])
+            result = monitor.run_worker(specs[0], job.env, timeout_s, target=targets[0])
         else:
-            result = run_worker(job.spec, job.env, timeout_s)
+            result = run_worker(specs[0], job.env, timeout_s)
         return GroupResult(
             results=[result], released=True, release_unix_s=None, release_spread_s=None
         )
     if monitor is not None and targets is not None:
         return monitor.run_group(
-            [(j.spec, j.env, t) for j, t in zip(jobs, targets, strict=True)], timeout_s=timeout_s
+            [(s, j.env, t) for s, j, t in zip(specs, jobs, targets, strict=True)],
+            timeout_s=timeout_s,
         )
-    return run_group([(j.spec, j.env) for j in jobs], timeout_s=timeout_s)
+    return run_group([(s, j.env) for s, j in zip(specs, jobs, strict=True)], timeout_s=timeout_s)
 
 
 def launch_jobs(

@@ -34,6 +34,7 @@ from typing import IO, Any
 import migperf
 from migperf.bench.result import ErrorInfo, ProcessInfo, WorkerResult, load_result
 from migperf.bench.spec import BenchSpec
+from migperf.bench.throttle import Governed, govern
 from migperf.bench.worker import PARENT_PID_ENV, READY_FD_ENV
 from migperf.errors import MigperfError, UsageError
 
@@ -91,6 +92,7 @@ class WorkerProcess:
         self._t0 = 0.0
         self._deadline = 0.0
         self._result: WorkerResult | None = None
+        self._governed: Governed | None = None
 
     # -- lifecycle -------------------------------------------------------
 
@@ -149,6 +151,8 @@ class WorkerProcess:
             if ready_w is not None and self._start_error is None:
                 os.close(ready_w)
         proc = self._proc
+        # An emulated slice's CPU share applies from the release (the measurement) on.
+        self._governed = govern(proc.pid, self.env, armed=not self.spec.barrier)
         # The deadline holds whether or not anyone is waiting on this worker yet.
         self._watchdog = threading.Timer(self.timeout_s, self._expire)
         self._watchdog.daemon = True
@@ -179,6 +183,8 @@ class WorkerProcess:
         assert self._proc is not None
         self._proc.wait()
         self._exited_at = time.monotonic()
+        if self._governed is not None:
+            self._governed.close()
         if self._watchdog is not None:
             self._watchdog.cancel()
 
@@ -242,6 +248,8 @@ class WorkerProcess:
 
     def release(self) -> None:
         """Send ``go``: the worker starts measuring. Harmless if it already died."""
+        if self._governed is not None:
+            self._governed.arm()
         self._send_and_close(b"go\n")
 
     def abort(self) -> None:

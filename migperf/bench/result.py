@@ -65,6 +65,9 @@ class EnvironmentInfo(FrozenModel):
         pid: Worker process id.
         cpu_count: Logical CPUs the worker may run on.
         torch_num_threads: ``torch.get_num_threads()``.
+        emulation: On a simulated GPU, what the CPU emulated with how much
+            of this host (``emulated MIG 1g.10gb: 14 of 98 SMs -> 0.29 of 2
+            CPU cores, 9728 MiB memory limit``); ``None`` elsewhere.
     """
 
     device_kind: DeviceKind
@@ -86,6 +89,7 @@ class EnvironmentInfo(FrozenModel):
     pid: int
     cpu_count: int | None = None
     torch_num_threads: int | None = None
+    emulation: str | None = None
 
 
 class TimingInfo(FrozenModel):

@@ -17,7 +17,10 @@ Protocol (pyperf's worker model):
 
 The device is whatever the environment gives: the first CUDA device torch
 sees (``CUDA_VISIBLE_DEVICES=MIG-<uuid>`` or an index), or the CPU. A
-simulated slot (``simulated: true``) always runs on the CPU.
+simulated slot (``simulated: true``) always runs on the CPU; handed its
+device's facts (``MIGPERF_EMULATION``, see :mod:`migperf.bench.emulation`),
+the worker holds no more than the device's memory, and an allocation past it
+ends the run as ``oom``.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from migperf.bench.worker_kit import (
     failure_result,
     memory_readings,
     select_device,
+    simulated_warning,
 )
 from migperf.errors import UsageError
 
@@ -131,9 +135,7 @@ def run_spec(
         if spec.expect_device == "auto" and device.type == "cpu" and not spec.simulated:
             warnings.append("no CUDA device is visible to torch in the worker: measured on the CPU")
         if spec.simulated:
-            warnings.append(
-                "simulated GPU slot: every number was measured on this host's CPU, not on a GPU"
-            )
+            warnings.append(simulated_warning())
 
         phase = "build"
         say(
@@ -289,6 +291,8 @@ def main(argv: list[str] | None = None, *, emit: Callable[[str], None] | None = 
     Returns:
         The process exit status.
     """
+    # Process-wide limits are for a worker process of its own, never for a caller's.
+    own_process = emit is None
     if emit is None:
         _die_with_parent()
         # A hard crash (SIGSEGV, SIGABRT) still leaves a Python traceback on stderr.
@@ -328,7 +332,19 @@ def main(argv: list[str] | None = None, *, emit: Callable[[str], None] | None = 
             else "no MPS daemon answered; running without MPS"
         )
 
+    notes: list[str] = []
+    if own_process and spec.simulated:
+        # An emulated slice holds no more than its memory (see migperf.bench.emulation).
+        from migperf.bench.emulation import emulation_from_env, limit_memory
+
+        emulation = emulation_from_env()
+        if emulation is not None:
+            notes = limit_memory(emulation)
+            log(emulation.describe())
+
     result = run_spec(spec, stdin=stdin, ready_fd=_ready_fd_from_env(), log=log)
+    if notes:
+        result = result.model_copy(update={"warnings": [*result.warnings, *notes]})
     if result.error is not None:
         sys.stderr.write(f"migperf worker: {result.status}: {result.error.message}\n")
         if result.error.traceback:

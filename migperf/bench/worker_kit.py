@@ -14,6 +14,7 @@ import time
 import traceback
 from typing import IO, TYPE_CHECKING, Any
 
+from migperf.bench.emulation import emulation_from_env, oom_message
 from migperf.bench.result import ErrorInfo, Status, WorkerResult
 from migperf.bench.spec import BenchSpec
 from migperf.errors import GpuNotFoundError, MigperfError
@@ -29,6 +30,7 @@ __all__ = [
     "is_out_of_memory",
     "memory_readings",
     "select_device",
+    "simulated_warning",
 ]
 
 _MIB = 1024 * 1024
@@ -37,6 +39,7 @@ _OOM_MARKERS = (
     "can't allocate memory",
     "cannot allocate memory",
     "cublas_status_alloc_failed",
+    "std::bad_alloc",
 )
 
 
@@ -54,6 +57,20 @@ def is_out_of_memory(exc: BaseException) -> bool:
         text = str(exc).lower()
         return isinstance(exc, MemoryError) or any(m in text for m in _OOM_MARKERS)
     return False
+
+
+def simulated_warning() -> str:
+    """What a simulated slot's result says about its numbers: emulated, or the whole CPU's."""
+    emulation = emulation_from_env()
+    if emulation is None:
+        return (
+            "simulated GPU slot: every number was measured on this host's CPU, not on a GPU "
+            "(not emulated: the whole CPU's speed and memory, whatever the slice)"
+        )
+    return (
+        "simulated GPU slot: every number was measured on this host's CPU, not on a GPU; "
+        + emulation.describe()
+    )
 
 
 def select_device(spec: BenchSpec) -> torch.device:
@@ -170,15 +187,20 @@ def failure_result(
             **memory_readings(device),
         )
     if is_out_of_memory(exc):
+        lines = str(exc).strip().splitlines()
+        detail, kind = (lines[0] if lines else type(exc).__name__), type(exc).__name__
+        emulation = emulation_from_env() if spec.simulated else None
+        if emulation is not None:
+            # The slice ran out, as CUDA would report it, whichever allocator said so.
+            detail, kind = oom_message(emulation, exc), "OutOfMemoryError"
         return WorkerResult.for_spec(
             spec,
             "oom",
             device_kind=device_kind(device),
             warnings=warnings,
             error=ErrorInfo(
-                kind=type(exc).__name__,
-                message=f"out of memory at batch size {spec.batch_size} during {phase}: "
-                + str(exc).strip().splitlines()[0],
+                kind=kind,
+                message=f"out of memory at batch size {spec.batch_size} during {phase}: {detail}",
                 hint="use a smaller batch size or sequence length, or a larger slice",
                 phase=phase,
             ),

@@ -16,6 +16,7 @@ from migperf.bench.worker_kit import (
     failure_result,
     memory_readings,
     select_device,
+    simulated_warning,
 )
 
 if TYPE_CHECKING:
@@ -53,9 +54,7 @@ def run_scenario(
         if spec.expect_device == "auto" and device.type == "cpu" and not spec.simulated:
             warnings.append("no CUDA device is visible to torch in the worker: measured on the CPU")
         if spec.simulated:
-            warnings.append(
-                "simulated GPU slot: every number was measured on this host's CPU, not on a GPU"
-            )
+            warnings.append(simulated_warning())
         phase = "build"
         qsl_size = sc.effective_qsl_size(spec.batch_size)
         say(

@@ -8,6 +8,10 @@
   ``time.sleep`` overshoots by the operating system's timer slack (about
   0.05-0.1 ms on Linux), so the service time is a floor, not an exact value.
 
+  With ``hold_mib``, it also holds that much device memory for the whole
+  run (allocated once, never touched): a working set of a known size, to
+  find where a slice runs out of memory without computing anything.
+
 Results of these workloads describe migperf, never a GPU; their names and
 notes say so.
 """
@@ -23,6 +27,8 @@ from migperf.errors import UsageError
 
 __all__ = ["Sleep"]
 
+_MIB = 1024 * 1024
+
 
 class Sleep(Workload):
     """A fixed service time per batch, spent sleeping (SYNTHETIC)."""
@@ -33,13 +39,17 @@ class Sleep(Workload):
         "SYNTHETIC: sleeps service_ms (+ per_sample_ms per sample) per batch; no model"
     )
     TASKS: ClassVar[tuple[str, ...]] = ("infer",)
-    WORKLOAD_ARGS: ClassVar[Mapping[str, Any]] = {"service_ms": 5.0, "per_sample_ms": 0.0}
+    WORKLOAD_ARGS: ClassVar[Mapping[str, Any]] = {
+        "service_ms": 5.0,
+        "per_sample_ms": 0.0,
+        "hold_mib": 0.0,
+    }
 
     def prepare(self) -> PreparedWorkload:
-        """The sleeping step; nothing is allocated and torch is not imported.
+        """The sleeping step; without ``hold_mib`` nothing is allocated and torch is not imported.
 
         Raises:
-            UsageError: For an unknown argument, a negative time, or ``--compile``.
+            UsageError: For an unknown argument, a negative time or size, or ``--compile``.
         """
         if self.spec.compile:
             raise UsageError(
@@ -54,11 +64,17 @@ class Sleep(Workload):
                 f"sleep: service_ms={wargs['service_ms']} and per_sample_ms={wargs['per_sample_ms']} "
                 "must not be negative"
             )
+        hold_mib = float(wargs["hold_mib"])
+        if hold_mib < 0:
+            raise UsageError(f"sleep: hold_mib={wargs['hold_mib']} must not be negative")
+        # The step's closure keeps the held memory alive for the whole run.
+        held = self._hold(int(hold_mib * _MIB)) if hold_mib else None
         b = self.spec.batch_size
         clock = time.perf_counter
 
         def nap(seconds: float) -> None:
             # Sleep to a deadline: a second short sleep absorbs an early wake-up.
+            assert held is None or held.numel() > 0
             end = clock() + seconds
             left = seconds
             while left > 0:
@@ -78,11 +94,19 @@ class Sleep(Workload):
             config={
                 "service_ms": service_s * 1000.0,
                 "per_sample_ms": per_sample_s * 1000.0,
+                "hold_mib": hold_mib,
                 "synthetic": True,
             },
             notes=[
                 f"SYNTHETIC workload 'sleep': no model ran; each batch slept {service_s * 1000:g} ms"
                 + (f" + {per_sample_s * 1000:g} ms per sample" if per_sample_s else "")
+                + (f", holding {hold_mib:g} MiB of device memory" if hold_mib else "")
             ],
             infer_batch=infer_batch,
         )
+
+    def _hold(self, size: int) -> Any:
+        """``size`` bytes of device memory, allocated and never touched (a known working set)."""
+        import torch
+
+        return torch.empty(size, dtype=torch.uint8, device=self.device)
