@@ -205,6 +205,8 @@ class WorkerResult(FrozenModel):
         peak_reserved_mib: Peak memory reserved by torch's caching allocator (CUDA).
         host_peak_rss_mib: Peak resident set size of the worker process (host memory).
         parameter_count: Parameters of the model.
+        executed_precision: The precision it ran in, when not the spec's (fp16
+            asked on a CPU runs in bf16).
         workload_config: The effective model configuration (label maps omitted)
             or the microbenchmark's arguments.
         warmup_samples_ms: Warmup iteration latencies (not in statistics).
@@ -241,6 +243,7 @@ class WorkerResult(FrozenModel):
     peak_reserved_mib: float | None = None
     host_peak_rss_mib: float | None = None
     parameter_count: int | None = None
+    executed_precision: str | None = None
     workload_config: dict[str, Any] = Field(default_factory=dict)
     warmup_samples_ms: list[float] = Field(default_factory=list)
     latency_samples_ms: list[float] = Field(default_factory=list)

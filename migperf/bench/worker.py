@@ -248,6 +248,9 @@ def _assemble(
         throughput=throughput,
         stability=stability,
         parameter_count=prepared.parameter_count,
+        executed_precision=(
+            prepared.precision if prepared.precision not in (None, spec.precision) else None
+        ),
         workload_config=prepared.config,
         warmup_samples_ms=list(m.warmup_ms),
         latency_samples_ms=list(m.latency_ms),

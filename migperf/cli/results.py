@@ -192,6 +192,12 @@ _LANGUAGE = ("bert", "distilbert", "minilm", "mpnet", "roberta", "gpt", "t5", "l
 
 def _cell(col: str, row: Any) -> str:
     value = row.get(col)
+    if col == "precision":
+        from migperf.results.store import decode_params
+
+        executed = decode_params(row.get("params")).get("precision_executed")
+        if executed and executed != value:
+            return f"{value}→{executed}"  # asked, then what the CPU ran
     if col == "profile" and _isnan(value):
         return "gpu"  # the whole GPU (MIG off or no MIG)
     if col == "seq_len" and not str(row.get("workload") or "").startswith(_LANGUAGE):

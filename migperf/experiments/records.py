@@ -164,6 +164,9 @@ def run_record(
         "window_start_unix": timing.window_start_unix_s if timing else None,
         "window_end_unix": timing.window_end_unix_s if timing else None,
     }
+    executed = getattr(result, "executed_precision", None)
+    if executed:
+        params["precision_executed"] = executed  # fp16 asked on a CPU runs in bf16
     if member.role == "neighbor":
         params["neighbor_index"] = member.neighbor_index
     if run.sharing in ("mps", "timeslice"):

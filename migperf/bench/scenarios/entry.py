@@ -194,6 +194,9 @@ def _assemble(
             else None
         ),
         parameter_count=prepared.parameter_count,
+        executed_precision=(
+            prepared.precision if prepared.precision not in (None, spec.precision) else None
+        ),
         workload_config=prepared.config,
         warmup_samples_ms=list(warmup),
         latency_samples_ms=list(latencies),

@@ -17,7 +17,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
-from migperf.bench.workloads.base import PreparedWorkload, Workload, split_model_args
+from migperf.bench.workloads.base import (
+    PreparedWorkload,
+    Workload,
+    executed_precision,
+    precision_note,
+    split_model_args,
+)
 from migperf.errors import UsageError
 
 __all__ = ["Gemm", "Memcpy"]
@@ -57,9 +63,8 @@ class Gemm(_Micro):
         n = int(self._args()["n"])
         if n < 1:
             raise UsageError(f"gemm: model arg n={n} must be positive")
-        dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[
-            self.spec.precision
-        ]
+        precision = executed_precision(self.spec.precision, self.device)
+        dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
         b = self.spec.batch_size
         shape = (n, n) if b == 1 else (b, n, n)
         g = torch.Generator(device="cpu").manual_seed(self.spec.seed)
@@ -84,7 +89,9 @@ class Gemm(_Micro):
             samples_per_step=b,
             flop_per_step=2.0 * n**3 * b,
             config={"n": n, "dtype": str(dtype).removeprefix("torch."), "batch": b},
+            notes=[n for n in (precision_note(self.spec.precision, precision),) if n],
             infer_batch=infer_batch,
+            precision=precision,
         )
 
 

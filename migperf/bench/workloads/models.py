@@ -18,6 +18,8 @@ from migperf.bench.workloads.base import (
     Workload,
     autocast_context,
     count_parameters,
+    executed_precision,
+    precision_note,
     recordable_config,
     split_model_args,
 )
@@ -98,8 +100,9 @@ class ModelWorkload(Workload):
             model = model_cls(config)
         model.to(self.device)
         params = count_parameters(model)
-        autocast = autocast_context(spec.precision, self.device)
-        notes: list[str] = []
+        precision = executed_precision(spec.precision, self.device)
+        autocast = autocast_context(precision, self.device)
+        notes: list[str] = [n for n in (precision_note(spec.precision, precision),) if n]
 
         if spec.task == "train":
             model.train()
@@ -124,7 +127,7 @@ class ModelWorkload(Workload):
             infer_batch = _batch_runner(runner, inputs, autocast, self.device)
         else:
             scaler = None
-            if spec.precision == "fp16":
+            if precision == "fp16":
                 scaler = torch.amp.GradScaler(self.device.type)
                 notes.append(
                     "fp16 training uses torch.amp.GradScaler (in the backward and optimizer phases)"
@@ -162,6 +165,7 @@ class ModelWorkload(Workload):
             config=record,
             notes=notes,
             infer_batch=infer_batch,
+            precision=precision,
         )
 
     def _optimizer(self, model: Any) -> Any:
