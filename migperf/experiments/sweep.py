@@ -131,7 +131,19 @@ class RunPlan:
         if nb:
             how += f" +{nb} neighbor(s)"
         rep = f" repeat {self.repeat + 1}" if self.repeat else ""
-        return f"{self.job.workload} {self.job.task} bs={self.batch_size} seq={self.seq_len}{extra} on {where}{how} (GPU {self.gpu_index}){rep}"
+        seq = f" seq={self.seq_len}" if _has_sequence(self.job.workload) else ""
+        return f"{self.job.workload} {self.job.task} bs={self.batch_size}{seq}{extra} on {where}{how} (GPU {self.gpu_index}){rep}"
+
+
+def _has_sequence(workload: str) -> bool:
+    """Whether a workload's inputs have a sequence length (a vision model's do not)."""
+    from migperf.bench.workloads import workload_info
+    from migperf.errors import UsageError
+
+    try:
+        return workload_info(workload).family == "language"
+    except UsageError:  # an unknown name: validation refuses it; show everything meanwhile
+        return True
 
 
 def slots_of(snapshot: MigSnapshot | None) -> list[Slot]:
