@@ -191,3 +191,39 @@ def test_sigterm_stops_with_143_after_restoring_and_keeps_what_was_measured(
     assert "INTERRUPTED" in err and "Layouts restored" in err
     assert 1 <= len(rows(db)) < 8 and all(r[2] == "ok" for r in rows(db))
     assert layout() == before
+
+
+def test_a_second_ctrl_c_during_the_restore_does_not_cut_it_short(
+    tiny_config: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import migperf.experiments.runner as runner_module
+    from migperf.experiments.config import load_config
+    from migperf.experiments.planning import plan_experiment
+    from migperf.experiments.runner import ExperimentRunner
+    from migperf.results import ResultsStore
+
+    with open_nvml(SPEC) as nvml:
+        apply_layout(nvml, 0, "1g.10gb*3")
+    before = layout()
+    real = runner_module.converge
+
+    def impatient(nvml, gpu, target, **kw):  # type: ignore[no-untyped-def]
+        if kw.get("command", "").endswith("(restore)"):
+            os.kill(os.getpid(), signal.SIGINT)  # the operator presses Ctrl-C again
+        return real(nvml, gpu, target, **kw)
+
+    monkeypatch.setattr(runner_module, "converge", impatient)
+    events: list[str] = []
+
+    def first_ctrl_c(kind: str, **info: object) -> None:
+        events.append(kind)
+        if kind == "run_done":
+            raise KeyboardInterrupt  # the first Ctrl-C, after one run
+
+    cfg = load_config(tiny_config(layouts='["0", "9,9"]', batch_sizes="[1, 2]"))
+    with open_nvml(SPEC) as nvml, ResultsStore(tmp_path / "r.db") as store:
+        plan = plan_experiment(nvml, cfg, "c.yaml", dry_run=False)
+        report = ExperimentRunner(nvml, plan, store, on_event=first_ctrl_c).run()
+    assert report.interrupted and report.restored
+    assert "restoring" in events  # it said it was finishing the restore
+    assert layout() == before
