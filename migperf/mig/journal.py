@@ -91,8 +91,8 @@ def _snapshot(data: Any, path: Path, gpu_index: int | None, field: str) -> MigSn
         raise corrupt(path, gpu_index, f"its {field!r} is not a MIG state ({exc!r})") from None
 
 
-class Journal:
-    """The write-ahead journal of one GPU's layout change.
+class _GpuFile:
+    """A file of one GPU next to its lease.
 
     Args:
         gpu_uuid: The GPU's UUID.
@@ -101,6 +101,8 @@ class Journal:
         gpu_index: For messages.
     """
 
+    SUFFIX = ""
+
     def __init__(
         self,
         gpu_uuid: str,
@@ -108,8 +110,14 @@ class Journal:
         machine: str | None = None,
         gpu_index: int | None = None,
     ) -> None:
-        self.path = lease_dir(machine, root) / f"{gpu_uuid}.journal.json"
+        self.path = lease_dir(machine, root) / f"{gpu_uuid}{self.SUFFIX}"
         self.gpu_index = gpu_index
+
+
+class Journal(_GpuFile):
+    """The write-ahead journal of one GPU's layout change (see :class:`_GpuFile` for the arguments)."""
+
+    SUFFIX = ".journal.json"
 
     def write(self, before: MigSnapshot, target: MigSnapshot | None, command: str) -> None:
         """Record the state to restore, durably, before the first change."""
@@ -158,25 +166,13 @@ class Journal:
         self.path.unlink(missing_ok=True)
 
 
-class OriginalLayout:
+class OriginalLayout(_GpuFile):
     """The layout a lease holder found on a GPU, kept until it has put it back.
 
-    Args:
-        gpu_uuid: The GPU's UUID.
-        root: migperf's state directory (tests).
-        machine: The simulated machine's name, or None for real GPUs.
-        gpu_index: For messages.
+    Same arguments as :class:`Journal`.
     """
 
-    def __init__(
-        self,
-        gpu_uuid: str,
-        root: Path | None = None,
-        machine: str | None = None,
-        gpu_index: int | None = None,
-    ) -> None:
-        self.path = lease_dir(machine, root) / f"{gpu_uuid}.original.json"
-        self.gpu_index = gpu_index
+    SUFFIX = ".original.json"
 
     def write(self, layout: MigSnapshot, command: str, experiment: str | None = None) -> None:
         """Record the layout to give back, durably, before the first change."""

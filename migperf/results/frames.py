@@ -19,38 +19,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from migperf.errors import UsageError
+from migperf.results.schema import V1_RUN_COLUMNS
 from migperf.results.store import ResultsStore
 
 if TYPE_CHECKING:
     import pandas as pd
 
+#: The runs columns a frame carries: every stored column up to ``params``, with the attempt.
 RUN_COLUMNS = (
-    "run_id",
-    "run_key",
+    *V1_RUN_COLUMNS[:2],
     "attempt",
-    "experiment",
-    "config_hash",
-    "started_unix",
-    "finished_unix",
-    "status",
-    "error",
-    "gpu_index",
-    "gpu_name",
-    "gpu_uuid",
-    "driver_version",
-    "layout",
-    "profile",
-    "mig_uuid",
-    "device",
-    "device_kind",
-    "simulated",
-    "workload",
-    "task",
-    "precision",
-    "batch_size",
-    "seq_len",
-    "repeat",
-    "params",
+    *V1_RUN_COLUMNS[2 : V1_RUN_COLUMNS.index("params") + 1],
 )
 
 
