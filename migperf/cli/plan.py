@@ -166,7 +166,8 @@ def _print_report(report: PlanReport) -> None:
         for model, target in report.measurements.items():
             err.print(
                 f"wrote {target}: measures {sum(1 for m in report.missing if m.model == model)} "
-                f"missing value(s) on {model}; run it with `migperf run {target}` on that GPU",
+                f"missing value(s) on {model}; run it with `migperf run {target} --results "
+                f"{report.results}` on that GPU",
                 soft_wrap=True,
             )
         return

@@ -55,7 +55,7 @@ def report_command(
         f"{report.runs} run(s)"
         + (f", {report.not_ok} not ok (listed with their reasons)" if report.not_ok else "")
         + (
-            "; SIMULATED results: plots are watermarked 'simulated GPU (CPU execution)'"
+            "; SIMULATED results: plots are watermarked 'simulated GPU (emulated on CPU)'"
             if report.simulated
             else ""
         ),

@@ -255,6 +255,7 @@ def measurement_configs(
     *,
     repeats: int = 3,
     source: str = "",
+    results: Path | str = "results/migperf.db",
 ) -> dict[str, str]:
     """Experiment configs (``migperf run``) that measure the missing capacities.
 
@@ -265,6 +266,8 @@ def measurement_configs(
             only capacities files can give).
         repeats: Repeats per measurement (the planner uses their median).
         source: The demand file, for the comment.
+        results: The store the planner reads: the comment's ``migperf run``
+            writes there, so the next plan finds the measurements.
 
     Returns:
         ``{model: YAML text}``, one config per GPU model with something missing.
@@ -300,7 +303,7 @@ def measurement_configs(
             f"# Written by `migperf plan --write-config`: measures the {pairs} capacity value(s)",
             f"# the plan is missing on {model} ({gpu}). Run it on a machine whose GPU 0 is",
             "# that model, into the store the planner reads, then plan again:",
-            "#   migperf run THIS_FILE --results results/migperf.db",
+            f"#   migperf run THIS_FILE --results {results}",
         ]
         for name in names:
             if name in jobs:

@@ -116,7 +116,8 @@ class PlanReport:
                 f"{self.results}" + (f" nor given in {files}" if files else ""),
                 hint=f"write the experiment that measures them with `migperf plan "
                 f"{self.demand_file} --write-config measure.yaml`, run it (`migperf run "
-                "measure.yaml`), and plan again; or pass --assume-linear to estimate them "
+                f"measure.yaml --results {self.results}`), and plan again; or pass "
+                "--assume-linear to estimate them "
                 "(labelled estimate)",
             )
         if self.plan is None:
@@ -278,7 +279,9 @@ def plan_demand(
                     demand_file=demand_file,
                     results=results,
                     missing=missing,
-                    measurements=_write_measurements(demand, demand_file, missing, write_config),
+                    measurements=_write_measurements(
+                        demand, demand_file, missing, write_config, results
+                    ),
                     out=out,
                     capacities=files,
                 )
@@ -368,10 +371,14 @@ def _demand_and_files(
 
 
 def _write_measurements(
-    demand: DemandSpec, demand_file: Path, missing: Sequence[MissingCapacity], path: Path
+    demand: DemandSpec,
+    demand_file: Path,
+    missing: Sequence[MissingCapacity],
+    path: Path,
+    results: Path,
 ) -> dict[str, Path]:
     """Write the experiments that measure the missing capacities; their paths per model."""
-    texts = measurement_configs(demand, missing, source=str(demand_file))
+    texts = measurement_configs(demand, missing, source=str(demand_file), results=results)
     written: dict[str, Path] = {}
     for model, text in texts.items():
         target = path if len(texts) == 1 else path.with_name(f"{path.stem}-{model}{path.suffix}")

@@ -361,7 +361,7 @@ def render_html(data: ReportData, families: Sequence[Family]) -> str:
         out.append(
             f'<p class="banner">SIMULATED: {n} of {len(data.runs)} run(s) ran on migperf\'s '
             "simulated GPU (workloads executed on the CPU). Their numbers describe the CPU, "
-            "not a GPU; their plots carry a 'simulated GPU (CPU execution)' watermark.</p>"
+            "not a GPU; their plots carry a 'simulated GPU (emulated on CPU)' watermark.</p>"
         )
     nav = ['<a href="#overview">Overview</a>']
     nav += [f'<a href="#{f.key}">{e(f.name)}</a>' for f in families]
@@ -439,7 +439,7 @@ def render_markdown(data: ReportData, families: Sequence[Family]) -> str:
     if data.runs["simulated"].any():
         lines += [
             "> **SIMULATED**: runs marked simulated ran on migperf's simulated GPU (workloads "
-            "executed on the CPU); their plots carry a 'simulated GPU (CPU execution)' watermark.",
+            "executed on the CPU); their plots carry a 'simulated GPU (emulated on CPU)' watermark.",
             "",
         ]
     lines += [f"* **{k}**: {_md_cell(v)}" for k, v in _overview(data)]

@@ -63,6 +63,7 @@ def test_missing_capacities_are_listed_and_exit_non_zero(tmp_path: Path, demand_
     assert "3g.40gb" in stdout and "1g.10gb" in stdout and "image-api" in stdout
     assert "2 capacity value(s) the plan needs were never measured" in stderr
     assert "--write-config" in stderr and "--assume-linear" in stderr
+    assert f"--results {db}" in " ".join(stderr.split())
     code, stdout, _ = run("plan", str(demand_file()), "--results", str(db), "--json")
     assert code == 1
     assert [(m["profile"], m["job"]) for m in json.loads(stdout)["missing"]] == [
@@ -83,6 +84,10 @@ def test_write_config_writes_the_experiment_that_measures_them(tmp_path: Path, d
     )
     assert code == 0, stderr
     assert "no results store" in stderr and f"wrote {target}" in stderr
+    # The measurements must land where this plan looks: the --results it was given.
+    store = tmp_path / "none.db"
+    assert f"migperf run {target} --results {store}" in " ".join(stderr.split())
+    assert f"#   migperf run THIS_FILE --results {store}" in target.read_text()
     cfg = parse_config(target.read_text(), str(target))
     assert cfg.instances == ["7g.80gb", "3g.40gb", "1g.10gb"]
     (job,) = cfg.jobs

@@ -2,7 +2,7 @@
 
 Every figure carries a footer naming the GPU, driver and migperf version of
 its runs, and, when any of them ran on the simulator, a diagonal
-"simulated GPU (CPU execution)" watermark across each axes, so a simulated
+"simulated GPU (emulated on CPU)" watermark across each axes, so a simulated
 number cannot be mistaken for a measured one even when the PNG travels alone.
 
 Figures are ``matplotlib.figure.Figure`` objects on an explicit Agg canvas:
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 #: Text of the watermark on every axes of a figure with simulated runs.
-WATERMARK = "simulated GPU (CPU execution)"
+WATERMARK = "simulated GPU (emulated on CPU)"
 #: SVG group id of the watermark (``<g id="migperf-watermark...">``).
 WATERMARK_GID = "migperf-watermark"
 
