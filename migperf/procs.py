@@ -11,7 +11,7 @@ import signal
 from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["STOP_SIGNALS", "pid_alive", "signals_deferred"]
+__all__ = ["STOP_SIGNALS", "pid_alive", "signals_deferred", "signals_interrupt"]
 
 
 def pid_alive(pid: int) -> bool:
@@ -69,3 +69,29 @@ def signals_deferred(
             signal.signal(s, h)
         if got and redeliver:
             signal.raise_signal(got[0])
+
+
+@contextlib.contextmanager
+def signals_interrupt(stopped_by: list[int]) -> Iterator[None]:
+    """Make SIGINT, SIGTERM and SIGHUP all raise KeyboardInterrupt in the block.
+
+    So a kill or a closed terminal stops a command the way Ctrl-C does (a layout
+    change in flight rolls back, a run restores its layouts). Each signal is
+    appended to ``stopped_by``, so the caller can exit 128 + its number. Outside
+    the main thread signals cannot be handled, and the block just runs.
+    """
+
+    def handler(signum: int, frame: Any) -> None:
+        stopped_by.append(signum)
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        old = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)

@@ -148,18 +148,12 @@ class MigperfGroup(TyperGroup):
     def invoke(self, ctx: Any) -> Any:
         import signal
 
+        from migperf.procs import signals_interrupt
+
         stopped: list[int] = []
-
-        def stop(signum: int, frame: Any) -> None:
-            stopped.append(signum)
-            raise KeyboardInterrupt(f"signal {signum}")
-
         try:
-            old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
-        except ValueError:  # not the main thread (embedded use): leave signals alone
-            old = {}
-        try:
-            return super().invoke(ctx)
+            with signals_interrupt(stopped):
+                return super().invoke(ctx)
         except MigperfError as exc:
             report_error(exc)
             raise typer.Exit(exc.exit_code) from None
@@ -180,6 +174,3 @@ class MigperfGroup(TyperGroup):
                 markup=False,
             )
             raise typer.Exit(128 + signum) from None
-        finally:
-            for s, h in old.items():
-                signal.signal(s, h)

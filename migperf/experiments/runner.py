@@ -44,7 +44,7 @@ from migperf.mig.apply import converge
 from migperf.mig.hold import GpuHold, hold_gpus
 from migperf.mig.snapshot import MigSnapshot, take_snapshot
 from migperf.nvml.facade import Nvml
-from migperf.procs import STOP_SIGNALS, signals_deferred
+from migperf.procs import signals_deferred, signals_interrupt
 from migperf.results.store import RecordSink, RunRecord
 
 if TYPE_CHECKING:
@@ -74,29 +74,6 @@ class ExperimentReport:
             "store": 0.0,
         }
     )
-
-
-@contextmanager
-def _signals_interrupt(stopped_by: list[int]) -> Iterator[None]:
-    """Ctrl-C, SIGTERM and SIGHUP all stop the sweep: the current run is aborted, the GPU restored.
-
-    The signal is appended to ``stopped_by`` (so the CLI can exit 128 + its number).
-    """
-
-    def handler(signum: int, frame: Any) -> None:
-        stopped_by.append(signum)
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    try:
-        old = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 @dataclass
@@ -208,7 +185,7 @@ class ExperimentRunner:
                 hold.keep_originals({g: s for g, s in originals.items() if s is not None})
             stopped_by: list[int] = []
             try:
-                with _signals_interrupt(stopped_by):
+                with signals_interrupt(stopped_by):
                     for position, li in enumerate(self._layout_order(originals)):
                         self._run_layout(li, originals, done, position)
             except KeyboardInterrupt:
