@@ -8,8 +8,9 @@ Two timers:
 
 * :class:`PerfCounterTimer` (CPU): ``time.perf_counter_ns`` around every
   iteration and at every mark; the stop rule is checked after each iteration.
-* :class:`EventTimer` (CUDA): a pair of ``torch.cuda.Event`` per iteration and
-  one per mark, recorded without any host synchronisation; the host
+* :class:`EventTimer` (CUDA): one ``torch.cuda.Event`` per iteration boundary
+  (shared by neighbouring iterations) and one per mark, recorded on the stream
+  taken once per run, without any host synchronisation; the host
   synchronises once per *window* (about ``target_window_s`` of work), reads
   the events back, and only then checks the stop rule. Measured time is the
   device time of the windows, from each window's first event to its last.
@@ -259,7 +260,7 @@ class PerfCounterTimer:
 
 
 class EventTimer:
-    """Device timer: ``torch.cuda.Event`` pairs per iteration, one synchronize per window.
+    """Device timer: one ``torch.cuda.Event`` per phase boundary, one synchronize per window.
 
     Args:
         event_factory: Makes a timing event (``torch.cuda.Event(enable_timing=True)``
@@ -280,6 +281,7 @@ class EventTimer:
         target_window_s: float = 0.1,
         max_window: int = 1024,
     ) -> None:
+        default_events = event_factory is None
         if event_factory is None or synchronize is None:
             import torch
 
@@ -289,46 +291,72 @@ class EventTimer:
         self._sync = synchronize
         self.target_window_s = target_window_s
         self.max_window = max_window
-        self._pool: list[list[Any]] = []
+        self._pool: list[Any] = []
         self._estimate_s: float | None = None
+        # torch's Event.record() looks the current stream up on every call
+        # (microseconds a launch-bound step notices); take it once per run.
+        self._stream_of: Callable[[], Any] | None = None
+        if default_events:
+            import torch
+
+            self._stream_of = torch.cuda.current_stream
+        self._record_args: tuple[Any, ...] = ()
 
     def synchronize(self) -> None:
         """Wait for all queued device work."""
         self._sync()
 
-    def _events(self, k: int, n_bounds: int) -> list[list[Any]]:
-        if self._pool and len(self._pool[0]) != n_bounds:
-            self._pool = []
-        while len(self._pool) < k:
-            self._pool.append([self._event() for _ in range(n_bounds)])
+    def _events(self, n: int) -> list[Any]:
+        while len(self._pool) < n:
+            self._pool.append(self._event())
         return self._pool
 
     def _window(
         self, step: StepFn, k: int, n_phases: int
     ) -> tuple[list[float], list[list[float]], float]:
-        pool = self._events(k, n_phases + 1)
-        for i in range(k):
-            evs = pool[i]
-            evs[0].record()
-            if n_phases > 1:
-                pending = iter(evs[1:n_phases])
-
-                def mark(_it: Any = pending) -> None:
-                    next(_it).record()
-
-                step(mark)
-            else:
+        # Neighbouring iterations share a boundary event: the end of iteration
+        # i is the start of i + 1, so an iteration costs ``n_phases`` event
+        # records (one per phase), not ``n_phases + 1``. The device time
+        # between two iterations (the host launching the next one) belongs to
+        # the next iteration, as it does in a bare loop's throughput.
+        evs = self._events(k * n_phases + 1)
+        args = self._record_args
+        evs[0].record(*args)
+        if n_phases == 1:
+            for i in range(1, k + 1):
                 step(_no_mark)
-            evs[n_phases].record()
-        pool[k - 1][n_phases].synchronize()
-        latency = [pool[i][0].elapsed_time(pool[i][n_phases]) for i in range(k)]
-        if n_phases > 1:
-            phase = [
-                [pool[i][j].elapsed_time(pool[i][j + 1]) for i in range(k)] for j in range(n_phases)
-            ]
+                evs[i].record(*args)
         else:
+            cursor = [0]
+            limit = [0]
+
+            def mark() -> None:
+                cursor[0] += 1
+                if cursor[0] > limit[0]:
+                    raise RuntimeError(f"the step called mark() more than {n_phases - 1} times in one iteration")
+                evs[cursor[0]].record(*args)
+
+            for i in range(k):
+                base = i * n_phases
+                cursor[0] = base
+                limit[0] = base + n_phases - 1
+                step(mark)
+                if cursor[0] != base + n_phases - 1:
+                    raise RuntimeError(
+                        f"the step called mark() {cursor[0] - base} times in one iteration; "
+                        f"{n_phases} phases need {n_phases - 1}"
+                    )
+                evs[base + n_phases].record(*args)
+        last = evs[k * n_phases]
+        last.synchronize()
+        bounds = [evs[j].elapsed_time(evs[j + 1]) for j in range(k * n_phases)]
+        if n_phases == 1:
+            latency = bounds
             phase = [latency]
-        window_ms = pool[0][0].elapsed_time(pool[k - 1][n_phases])
+        else:
+            phase = [bounds[j::n_phases] for j in range(n_phases)]
+            latency = [sum(bounds[i * n_phases : (i + 1) * n_phases]) for i in range(k)]
+        window_ms = evs[0].elapsed_time(last)
         per_iter = window_ms / 1000.0 / k
         if per_iter > 0:
             self._estimate_s = per_iter
@@ -352,6 +380,7 @@ class EventTimer:
         device_ms = 0.0
         windows = 0
         reason: StopReason = "max_iterations"
+        self._record_args = (self._stream_of(),) if self._stream_of is not None else ()
         self._sync()
         t0 = ns()
         remaining: int | None

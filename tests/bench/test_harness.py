@@ -193,3 +193,35 @@ def test_event_timer_respects_max_iterations() -> None:
     )
     assert m.iterations == 7
     assert m.stop_reason in ("max_iterations", "min_reached")
+
+
+@pytest.mark.parametrize("marks", [0, 2])
+def test_event_timer_refuses_a_step_with_the_wrong_number_of_marks(marks: int) -> None:
+    # Neighbouring iterations share boundary events, so a step that marks too
+    # often or too rarely would shift every later phase: it must be an error.
+    timer = EventTimer(HostEvent, lambda: None, target_window_s=0.01)
+
+    def step(mark: Callable[[], None]) -> None:
+        for _ in range(marks):
+            mark()
+
+    with pytest.raises(RuntimeError, match="mark"):
+        measure(step, phases=("forward", "backward"), warmup_iterations=1, stop=StopRule(5, 0.0, 1.0), timer=timer)
+
+
+def test_event_timer_latencies_cover_the_window_without_gaps() -> None:
+    # One event per boundary: the iterations' latencies add up to the window's
+    # device time (what a bare loop's throughput sees), phases to latencies.
+    timer = EventTimer(HostEvent, lambda: None, target_window_s=0.01)
+
+    def step(mark: Callable[[], None]) -> None:
+        time.sleep(0.0005)
+        mark()
+        time.sleep(0.0005)
+        mark()
+
+    m = measure(step, phases=("a", "b", "c"), warmup_iterations=0, stop=StopRule(30, 0.0, 5.0), timer=timer)
+    assert sum(m.latency_ms) == pytest.approx(m.measured_duration_s * 1000, rel=1e-6)
+    for i in range(m.iterations):
+        assert m.phase_ms["a"][i] + m.phase_ms["b"][i] + m.phase_ms["c"][i] == pytest.approx(m.latency_ms[i])
+        assert m.phase_ms["a"][i] >= 0.4 and m.phase_ms["b"][i] >= 0.4
