@@ -447,7 +447,8 @@ _add(
         key="h200",
         name="NVIDIA H200",
         pci_device_id=0x233510DE,
-        # 143771 MiB is what nvidia-smi commonly shows for an H200 SXM [U].
+        # 143771 MiB: nvmlDeviceGetMemoryInfo total on a real H200, driver
+        # 580.159.04, 2026-12-04 [V] (docs/validation/nvidia-h200-2026-12-04.json).
         memory_total_mib=143771,
         architecture=ARCH_HOPPER,
         compute_capability=(9, 0),
@@ -458,22 +459,23 @@ _add(
             {
                 19: ("1g.18gb", 16384),
                 20: ("1g.18gb+me", 16384),
-                15: ("1g.35gb", 33024),
-                14: ("2g.35gb", 33024),
-                9: ("3g.71gb", 71168),
-                5: ("4g.71gb", 71168),
+                15: ("1g.35gb", 33280),
+                14: ("2g.35gb", 33280),
+                9: ("3g.71gb", 71424),
+                5: ("4g.71gb", 71424),
                 0: ("7g.141gb", 143360),
             },
             _HOPPER_SMS,
             _HOPPER_ENGINES,
-            confidence={0: "U"},
         ),
         power_limit_w=700,
         idle_power_w=75,
         max_sm_clock_mhz=1980,
         max_mem_clock_mhz=3201,
-        sources="docs/reference/mig-facts.md 3.8 (S1, mig-parted issue #120; 7g row from S8q); placements 4.1 [U]",
-        confidence="1g-4g rows [V]; 7g memory [U]; placements [U] (same as H100); parent memory [U]",
+        sources="docs/reference/mig-facts.md 3.8 (every profile row, placements and parent memory "
+        "from a real H200, driver 580.159.04, 2026-12-04: docs/validation/nvidia-h200-2026-12-04.json)",
+        confidence="profiles, ids, SMs, engines, memory MiB, placements, parent memory [V] "
+        "(driver 580.159.04, 2026-12-04)",
     )
 )
 

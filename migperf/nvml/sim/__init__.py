@@ -16,13 +16,23 @@ Example::
     nvml.nvmlInit()
     h = nvml.nvmlDeviceGetHandleByIndex(0)
     nvml.nvmlDeviceGetName(h)  # 'NVIDIA A100-SXM4-80GB'
+
+Other programs use it without changing a line: :func:`patched` makes
+``import pynvml`` in this process give the simulator,
+:mod:`~migperf.nvml.sim.intercept` does it for another process
+(``migperf --simulate SPEC sim exec -- COMMAND``), and
+:mod:`~migperf.nvml.sim.pytest_plugin` gives each test its own machine
+(the ``simulated_gpus`` fixture).
 """
 
 from __future__ import annotations
 
 import functools
+import sys
 import threading
 import types
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +41,14 @@ import pynvml
 from migperf.nvml.sim.lib import SimNvmlLib
 from migperf.nvml.sim.state import MachineSpec, MachineState, parse_machine_spec
 
-__all__ = ["MachineSpec", "MachineState", "SimNvmlLib", "parse_machine_spec", "simulated_pynvml"]
+__all__ = [
+    "MachineSpec",
+    "MachineState",
+    "SimNvmlLib",
+    "parse_machine_spec",
+    "patched",
+    "simulated_pynvml",
+]
 
 # Real drivers give these codes strings through nvmlErrorString; pynvml has no
 # built-in text for them, so without a library str() would read "NVML Error
@@ -67,6 +84,21 @@ def _rebind(func: Any, namespace: dict[str, Any]) -> Any:
     return functools.update_wrapper(new, func, assigned=("__doc__",), updated=())
 
 
+def _own_code(func: Any) -> Any:
+    """pynvml's own function behind a monkey-patch of it.
+
+    gpustat, for one, replaces ``pynvml._nvmlGetFunctionPointer`` with a
+    ``functools.wraps`` wrapper that looks like pynvml's but reads its own
+    module's globals; the simulated module re-binds the original under it.
+    """
+    own = func
+    while own is not None and getattr(own, "__code__", None) is not None:
+        if own.__code__.co_filename == pynvml.__file__:
+            return own
+        own = getattr(own, "__wrapped__", None)
+    return func
+
+
 def build_module(spec: MachineSpec, root: Path | None = None) -> types.ModuleType:
     """Build a fresh pynvml-compatible module for one simulated machine."""
     module = types.ModuleType(f"migperf.nvml.sim[{spec.machine_name}]")
@@ -77,7 +109,7 @@ def build_module(spec: MachineSpec, root: Path | None = None) -> types.ModuleTyp
         ns[name] = value
     for name, value in vars(pynvml).items():
         if isinstance(value, types.FunctionType) and value.__module__ == pynvml.__name__:
-            ns[name] = _rebind(value, ns)
+            ns[name] = _rebind(_own_code(value), ns)
     lib = SimNvmlLib(MachineState(spec, root))
     ns["nvmlLib"] = lib
     ns["_nvmlGetFunctionPointer_cache"] = {}
@@ -113,3 +145,39 @@ def clear_cache() -> None:
     """Forget cached simulated modules (tests that change the state directory)."""
     with _cache_lock:
         _cache.clear()
+
+
+@contextmanager
+def patched(spec: str | MachineSpec, root: Path | None = None) -> Iterator[types.ModuleType]:
+    """Make ``import pynvml`` in this process give a simulated machine, inside the block.
+
+    ``sys.modules["pynvml"]`` is the simulated module (:func:`simulated_pynvml`)
+    until the block ends, then whatever it was before. Code that imports
+    pynvml inside the block gets the simulator; a module that imported it
+    earlier keeps its reference to the real one (import it inside the block,
+    or reload it).
+
+    Example::
+
+        with patched("a100-80gb:2") as pynvml:
+            import my_monitor           # its `import pynvml` gets the simulator
+            my_monitor.report()
+
+    Args:
+        spec: A ``--simulate`` value such as ``"a100-80gb:2"`` or a parsed spec.
+        root: migperf state directory (default: :func:`migperf.paths.state_dir`).
+
+    Raises:
+        UsageError: when ``spec`` names an unknown model or option.
+    """
+    module = simulated_pynvml(spec, root)
+    missing = object()
+    before = sys.modules.get("pynvml", missing)
+    sys.modules["pynvml"] = module
+    try:
+        yield module
+    finally:
+        if before is missing:
+            sys.modules.pop("pynvml", None)
+        else:
+            sys.modules["pynvml"] = before  # type: ignore[assignment]

@@ -30,12 +30,16 @@ def attach_process(
     mig_uuid: str | None = None,
     pid: int | None = None,
     used_mib: float = 1024.0,
+    mps: bool = False,
     root: Path | None = None,
 ) -> int:
     """Register a compute process on a GPU or on one MIG device.
 
     The process stays registered while ``pid`` (default: the caller) is alive,
-    like a CUDA context. Returns the pid.
+    like a CUDA context. NVML lists it (``nvmlDeviceGetComputeRunningProcesses``
+    on the GPU and on its MIG device) with ``used_mib`` of framebuffer; an MPS
+    client (``mps``) is listed by ``nvmlDeviceGetMPSComputeRunningProcesses``
+    instead. Returns the pid.
 
     Raises:
         GpuNotFoundError: when the GPU or MIG device does not exist.
@@ -47,6 +51,8 @@ def attach_process(
         gpu = st["gpus"][gpu_index]
         model = get_model(gpu["model"])
         entry: dict[str, object] = {"pid": pid, "used_mib": used_mib, "started_unix": time.time()}
+        if mps:
+            entry["mps"] = True
         slices = model.compute_slices or 1
         if mig_uuid is not None:
             for gi in gpu["gpu_instances"]:

@@ -9,6 +9,12 @@ unchanged against the simulation: same return types, same quirks, same
 exceptions. A symbol that is not implemented raises ``AttributeError``, which
 pynvml reports as ``NVMLError_FunctionNotFound``, as a real older driver would.
 
+This module holds the device, MIG-mode and instance functions; the process
+lists (:mod:`~migperf.nvml.sim.processes`), telemetry
+(:mod:`~migperf.nvml.sim.telemetry`) and the board's static facts and modes
+(:mod:`~migperf.nvml.sim.board`) are mixed in, all on
+:class:`~migperf.nvml.sim.core.SimLibCore`.
+
 Behaviour that docs/reference/mig-facts.md marks uncertain is chosen as documented here and
 marked ``[U]``.
 """
@@ -16,13 +22,8 @@ marked ``[U]``.
 from __future__ import annotations
 
 import ctypes
-import functools
-import os
 import re
-import signal
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pynvml
@@ -33,281 +34,42 @@ from migperf.nvml.catalog import (
     SIM_CUDA_DRIVER_VERSION,
     SIM_DRIVER_VERSION,
     SIM_NVML_VERSION,
-    GpuModel,
     ProfileFact,
 )
 from migperf.nvml.ci_profiles import CiProfileFact, ci_profile
 from migperf.nvml.naming import compute_instance_profile_name
 from migperf.nvml.sim import placement, workload
-from migperf.nvml.sim.faults import ENV_VAR as FAULTS_ENV_VAR
-from migperf.nvml.sim.faults import FaultPlan
-from migperf.nvml.sim.state import MachineState, mig_uuid
+from migperf.nvml.sim.board import BoardQueries
+from migperf.nvml.sim.core import (
+    E_IN_USE,
+    E_INSUFFICIENT_RESOURCES,
+    E_INSUFFICIENT_SIZE,
+    E_INVALID,
+    E_NOT_FOUND,
+    E_NOT_SUPPORTED,
+    E_UNINIT,
+    E_VERSION_MISMATCH,
+    MIB,
+    SUCCESS,
+    fault_name,
+)
+from migperf.nvml.sim.core import Fail as _Fail
+from migperf.nvml.sim.core import nvml_call as _nvml
+from migperf.nvml.sim.core import out as _out
+from migperf.nvml.sim.core import text as _text
+from migperf.nvml.sim.core import val as _val
+from migperf.nvml.sim.processes import ProcessQueries
+from migperf.nvml.sim.state import mig_uuid
+from migperf.nvml.sim.telemetry import TelemetryQueries
 
-_MIB = 1024 * 1024
-SUCCESS = pynvml.NVML_SUCCESS
-E_UNINIT = pynvml.NVML_ERROR_UNINITIALIZED
-E_INVALID = pynvml.NVML_ERROR_INVALID_ARGUMENT
-E_NOT_SUPPORTED = pynvml.NVML_ERROR_NOT_SUPPORTED
-E_NO_PERMISSION = pynvml.NVML_ERROR_NO_PERMISSION
-E_NOT_FOUND = pynvml.NVML_ERROR_NOT_FOUND
-E_INSUFFICIENT_SIZE = pynvml.NVML_ERROR_INSUFFICIENT_SIZE
-E_IN_USE = pynvml.NVML_ERROR_IN_USE
-E_INSUFFICIENT_RESOURCES = pynvml.NVML_ERROR_INSUFFICIENT_RESOURCES
-E_VERSION_MISMATCH = pynvml.NVML_ERROR_ARGUMENT_VERSION_MISMATCH
-
+__all__ = ["SimNvmlLib", "fault_name"]
 
 # A MIG device UUID in the pre-R470 form: MIG-GPU-<uuid>/<GI id>/<CI id>.
 _OLD_MIG_UUID = re.compile(r"^MIG-(GPU-[0-9a-fA-F-]{36})/(\d+)/(\d+)$")
 
 
-class _Fail(Exception):
-    """Internal: return this nvmlReturn_t code from the current call."""
-
-    def __init__(self, code: int) -> None:
-        super().__init__(code)
-        self.code = code
-
-
-def _val(x: Any) -> int:
-    """An integer argument, whether passed as int, ctypes scalar or enum."""
-    if isinstance(x, int):
-        return x
-    v = getattr(x, "value", x)
-    return int(v)
-
-
-def _text(x: Any) -> str:
-    """A string argument, whether passed as str, bytes or ``c_char_p``."""
-    x = getattr(x, "value", x)
-    return x.decode() if isinstance(x, bytes) else str(x)
-
-
-def _out(ref: Any) -> Any:
-    """The object an out-parameter (``byref(x)`` or ``pointer(x)``) refers to."""
-    if ref is None:
-        raise _Fail(E_INVALID)
-    obj = getattr(ref, "_obj", None)
-    if obj is not None:
-        return obj
-    contents = getattr(ref, "contents", None)
-    if contents is not None:
-        return contents
-    return ref
-
-
-def fault_name(symbol: str) -> str:
-    """The pynvml-level name of a C symbol, as fault specs spell it."""
-    name = re.sub(r"_v\d+$", "", symbol)
-    if name.endswith(("InfoV", "ByIdV")):
-        name = name[:-1]
-    return name
-
-
-def _nvml(func: Callable[..., None]) -> Callable[..., int]:
-    """Run a simulated C function under the machine lock with fault injection."""
-    symbol = func.__name__
-    name = fault_name(symbol)
-
-    def call(self: SimNvmlLib, st: dict[str, Any], args: tuple[Any, ...], env: str | None) -> int:
-        # Failures return inside the transaction so the fault counter (and
-        # pruned processes) are saved; every call validates before it
-        # mutates, so a failed call changes nothing else.
-        action = self.faults.fire(name, st, env)
-        if action == "crash":
-            # A process killed mid-call: nothing of this call is saved,
-            # as with a real SIGKILL.
-            os.kill(os.getpid(), signal.SIGKILL)
-        if action is not None:
-            return int(action)
-        try:
-            func(self, st, *args)
-        except _Fail as fail:
-            return fail.code
-        return SUCCESS
-
-    @functools.wraps(func)
-    def wrapper(self: SimNvmlLib, *args: Any) -> int:
-        if self._init_count <= 0 and not symbol.startswith("nvmlInit"):
-            return E_UNINIT
-        st = self.machine.joined()
-        if st is not None:
-            # Inside this thread's batch: its transaction saves at its end, and
-            # the fault rules are read once for it.
-            generation = self.machine.generation
-            if self._faults_env[0] != generation:
-                self._faults_env = (generation, os.environ.get(FAULTS_ENV_VAR, ""))
-            return call(self, st, args, self._faults_env[1])
-        with self.machine.transaction() as st:
-            return call(self, st, args, None)
-
-    return wrapper
-
-
-class SimNvmlLib:
+class SimNvmlLib(ProcessQueries, TelemetryQueries, BoardQueries):
     """The simulated NVML shared library for one machine."""
-
-    def __init__(self, machine: MachineState, faults: FaultPlan | None = None) -> None:
-        self.machine = machine
-        self.faults = faults or FaultPlan.from_env()
-        self._init_count = 0
-        self._structs: dict[tuple[Any, ...], ctypes.Structure] = {}
-        self._keys: dict[int, tuple[Any, ...]] = {}
-        # GPM sample buffers (by address) and what each sample recorded.
-        self._gpm_buffers: dict[int, Any] = {}
-        self._gpm_samples: dict[int, tuple[tuple[int, int | None], float, float]] = {}
-        # GPU index -> the machine transaction in which its processes were last pruned.
-        self._pruned: dict[int, int] = {}
-        # (machine transaction, MIGPERF_SIM_FAULTS as read in it).
-        self._faults_env: tuple[int, str] = (-1, "")
-
-    @contextmanager
-    def batch(self) -> Iterator[None]:
-        """Run the calls made inside the block (by this thread) in one machine transaction.
-
-        The state file is locked, read and checked for changes once for the
-        whole block instead of once per call; the block's changes are saved
-        together at its end. Before ``nvmlInit`` the calls fail anyway, so
-        nothing is locked.
-        """
-        if self._init_count <= 0:
-            yield
-            return
-        with self.machine.transaction():
-            yield
-
-    # ----------------------------------------------------------------- handles
-
-    def _set_handle(self, ref: Any, key: tuple[Any, ...]) -> None:
-        struct = self._structs.get(key)
-        if struct is None:
-            kind = key[0]
-            cls = {
-                "gpu": pynvml.struct_c_nvmlDevice_t,
-                "mig": pynvml.struct_c_nvmlDevice_t,
-                "gi": pynvml.struct_c_nvmlGpuInstance_t,
-                "ci": pynvml.struct_c_nvmlComputeInstance_t,
-            }[kind]
-            struct = cls()
-            self._structs[key] = struct
-            self._keys[ctypes.addressof(struct)] = key
-        ptr = _out(ref)
-        ctypes.c_void_p.from_address(ctypes.addressof(ptr)).value = ctypes.addressof(struct)
-
-    def _fill_handles(
-        self, arr: Any, count: Any, handle_cls: Any, keys: list[tuple[Any, ...]]
-    ) -> None:
-        """Fill a caller-allocated handle array, or report the size it needs."""
-        cnt = _out(count)
-        if arr is None or cnt.value < len(keys):
-            cnt.value = len(keys)
-            raise _Fail(E_INSUFFICIENT_SIZE)
-        for i, key in enumerate(keys):
-            h = handle_cls()
-            self._set_handle(ctypes.byref(h), key)
-            arr[i] = h
-        cnt.value = len(keys)
-
-    def _key(self, handle: Any) -> tuple[Any, ...]:
-        try:
-            # A handle is a pointer to one of our structs; addressof(contents) is the
-            # cheapest way to its address (every telemetry call comes here).
-            addr: int | None = ctypes.addressof(handle.contents)
-        except (AttributeError, TypeError, ValueError):  # not a pointer, or NULL
-            addr = ctypes.cast(handle, ctypes.c_void_p).value if handle is not None else None
-        key = self._keys.get(addr or 0)
-        if key is None:
-            raise _Fail(E_INVALID)
-        return key
-
-    @staticmethod
-    def _gpu(st: dict[str, Any], index: int) -> dict[str, Any]:
-        if not 0 <= index < len(st["gpus"]):
-            raise _Fail(E_INVALID)
-        return st["gpus"][index]
-
-    def _device(
-        self, st: dict[str, Any], handle: Any
-    ) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]:
-        """(gpu, gi, ci) for a device or MIG-device handle (gi/ci None for a GPU)."""
-        key = self._key(handle)
-        if key[0] == "gpu":
-            return self._gpu(st, key[1]), None, None
-        if key[0] == "mig":
-            gpu = self._gpu(st, key[1])
-            gi, ci = self._find_ci(gpu, key[2])
-            return gpu, gi, ci
-        raise _Fail(E_INVALID)
-
-    def _parent(self, st: dict[str, Any], handle: Any) -> dict[str, Any]:
-        gpu, gi, _ = self._device(st, handle)
-        if gi is not None:
-            raise _Fail(E_INVALID)
-        return gpu
-
-    @staticmethod
-    def _find_gi(gpu: dict[str, Any], uid: int) -> dict[str, Any]:
-        for gi in gpu["gpu_instances"]:
-            if gi["uid"] == uid:
-                return gi
-        # A handle to an instance that was destroyed [U: driver returns
-        # INVALID_ARGUMENT for stale handles].
-        raise _Fail(E_INVALID)
-
-    @staticmethod
-    def _find_ci(gpu: dict[str, Any], uid: int) -> tuple[dict[str, Any], dict[str, Any]]:
-        for gi in gpu["gpu_instances"]:
-            for ci in gi["compute_instances"]:
-                if ci["uid"] == uid:
-                    return gi, ci
-        raise _Fail(E_INVALID)
-
-    def _gi_handle(self, st: dict[str, Any], handle: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-        key = self._key(handle)
-        if key[0] != "gi":
-            raise _Fail(E_INVALID)
-        gpu = self._gpu(st, key[1])
-        return gpu, self._find_gi(gpu, key[2])
-
-    def _ci_handle(
-        self, st: dict[str, Any], handle: Any
-    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-        key = self._key(handle)
-        if key[0] != "ci":
-            raise _Fail(E_INVALID)
-        gpu = self._gpu(st, key[1])
-        gi, ci = self._find_ci(gpu, key[2])
-        return gpu, gi, ci
-
-    # ------------------------------------------------------------------ model
-
-    @staticmethod
-    def _model(gpu: dict[str, Any]) -> GpuModel:
-        return catalog.get_model(gpu["model"])
-
-    def _mig_on(self, gpu: dict[str, Any]) -> bool:
-        return bool(gpu["mig_current"])
-
-    def _require_mig_capable(self, gpu: dict[str, Any]) -> GpuModel:
-        model = self._model(gpu)
-        if not model.mig_capable:
-            raise _Fail(E_NOT_SUPPORTED)
-        return model
-
-    def _require_mig_on(self, gpu: dict[str, Any]) -> GpuModel:
-        model = self._require_mig_capable(gpu)
-        if not self._mig_on(gpu):
-            raise _Fail(E_NOT_SUPPORTED)
-        return model
-
-    def _require_root(self, st: dict[str, Any]) -> None:
-        if st.get("unprivileged"):
-            raise _Fail(E_NO_PERMISSION)
-
-    def _profile_by_id(self, gpu: dict[str, Any], profile_id: int) -> ProfileFact:
-        p = self._model(gpu).profile_by_id(profile_id)
-        if p is None:
-            raise _Fail(E_INVALID)
-        return p
 
     # ------------------------------------------------------ placement physics
 
@@ -371,13 +133,6 @@ class SimNvmlLib:
             E_VERSION_MISMATCH: b"Argument version mismatch",
         }
         return strings.get(_val(code), b"Unknown Error")
-
-    @staticmethod
-    def _write_str(buf: Any, size: Any, text: str) -> None:
-        data = text.encode()
-        if len(data) + 1 > _val(size):
-            raise _Fail(E_INSUFFICIENT_SIZE)
-        buf.value = data
 
     @_nvml
     def nvmlSystemGetDriverVersion(self, st: dict[str, Any], buf: Any, size: Any) -> None:
@@ -538,8 +293,8 @@ class SimNvmlLib:
         # Never 0 at idle: the driver keeps some framebuffer of every GPU and
         # MIG device for itself [U: workload.idle_used_mib].
         used_mib = workload.idle_used_mib(total_mib) + sum(p["used_mib"] for p in procs)
-        used = int(used_mib * _MIB)
-        mem.total = total_mib * _MIB
+        used = int(used_mib * MIB)
+        mem.total = total_mib * MIB
         mem.used = min(used, mem.total)
         mem.free = mem.total - mem.used
 
@@ -987,17 +742,6 @@ class SimNvmlLib:
         info.placement.start = ci["start"]
         info.placement.size = ci["size"]
 
-    # ------------------------------------------------------- MIG devices
-
-    @staticmethod
-    def _mig_order(gpu: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-        """MIG devices sorted by (GI id, CI id), the observed enumeration order."""
-        pairs = [(gi, ci) for gi in gpu["gpu_instances"] for ci in gi["compute_instances"]]
-        return sorted(pairs, key=lambda p: (p[0]["gi_id"], p[1]["ci_id"]))
-
-    def _mig_index(self, gpu: dict[str, Any], ci: dict[str, Any]) -> int:
-        return [c["uid"] for _, c in self._mig_order(gpu)].index(ci["uid"])
-
     @_nvml
     def nvmlDeviceIsMigDeviceHandle(self, st: dict[str, Any], handle: Any, ref: Any) -> None:
         _out(ref).value = 1 if self._key(handle)[0] == "mig" else 0
@@ -1006,14 +750,15 @@ class SimNvmlLib:
     def nvmlDeviceGetGpuInstanceId(self, st: dict[str, Any], handle: Any, ref: Any) -> None:
         _, gi, _ = self._device(st, handle)
         if gi is None:
-            raise _Fail(E_NOT_SUPPORTED)
+            # A GPU handle is not a MIG device: INVALID_ARGUMENT [V: H200, driver 580.159.04].
+            raise _Fail(E_INVALID)
         _out(ref).value = gi["gi_id"]
 
     @_nvml
     def nvmlDeviceGetComputeInstanceId(self, st: dict[str, Any], handle: Any, ref: Any) -> None:
         _, _, ci = self._device(st, handle)
         if ci is None:
-            raise _Fail(E_NOT_SUPPORTED)
+            raise _Fail(E_INVALID)  # as nvmlDeviceGetGpuInstanceId [V]
         _out(ref).value = ci["ci_id"]
 
     @_nvml
@@ -1066,154 +811,6 @@ class SimNvmlLib:
         a.gpuInstanceSliceCount = p.compute_slices
         a.computeInstanceSliceCount = ci["size"]
         a.memorySizeMB = p.memory_mib
-
-    # ------------------------------------------------------------ processes
-
-    def _prune_once(self, gpu: dict[str, Any]) -> None:
-        """:func:`workload.prune_processes`, once per GPU per machine transaction.
-
-        A telemetry reading (one batch) reads a GPU's load several times; one
-        liveness check of its processes (a syscall each) serves them all.
-        """
-        generation = self.machine.generation
-        if self._pruned.get(gpu["index"]) != generation:
-            workload.prune_processes(gpu)
-            self._pruned[gpu["index"]] = generation
-
-    @_nvml
-    def nvmlDeviceGetComputeRunningProcesses_v3(
-        self, st: dict[str, Any], handle: Any, count: Any, arr: Any
-    ) -> None:
-        gpu, gi, ci = self._device(st, handle)
-        if gi is None and self._mig_on(gpu):
-            # In MIG mode the parent lists every instance's processes to
-            # privileged callers only (nvml.h, mig-facts.md 8.4); stricter [U]:
-            # NoPermission rather than an empty list.
-            self._require_root(st)
-        workload.prune_processes(gpu)
-        procs = gpu["processes"]
-        if gi is not None and ci is not None:
-            procs = [
-                p for p in procs if p.get("gi_id") == gi["gi_id"] and p.get("ci_id") == ci["ci_id"]
-            ]
-        cnt = _out(count)
-        if not procs:
-            cnt.value = 0
-            return
-        if arr is None or cnt.value < len(procs):
-            cnt.value = len(procs)
-            raise _Fail(E_INSUFFICIENT_SIZE)
-        for i, p in enumerate(procs):
-            arr[i].pid = p["pid"]
-            arr[i].usedGpuMemory = int(p["used_mib"] * _MIB)
-            arr[i].gpuInstanceId = p["gi_id"] if p.get("gi_id") is not None else 0xFFFFFFFF
-            arr[i].computeInstanceId = p["ci_id"] if p.get("ci_id") is not None else 0xFFFFFFFF
-        cnt.value = len(procs)
-
-    @_nvml
-    def nvmlDeviceGetComputeMode(self, st: dict[str, Any], handle: Any, ref: Any) -> None:
-        gpu, gi, _ = self._device(st, handle)
-        if gi is None and self._mig_on(gpu):
-            # "If MIG is enabled on a GPU, device must be MIG device handle."
-            raise _Fail(E_NOT_SUPPORTED)
-        _out(ref).value = gpu["compute_mode"]
-
-    # ------------------------------------------------------------ telemetry
-
-    def _load_fraction(self, gpu: dict[str, Any]) -> float:
-        """Share of the GPU's compute slices that simulated processes keep busy."""
-        self._prune_once(gpu)
-        return workload.load_fraction(gpu)
-
-    def _board_only(self, st: dict[str, Any], handle: Any) -> dict[str, Any]:
-        gpu, gi, _ = self._device(st, handle)
-        if gi is not None:
-            # Board sensors are not attributed to MIG devices [U: likely
-            # NOT_SUPPORTED; nomad skips them on MIG handles].
-            raise _Fail(E_NOT_SUPPORTED)
-        return gpu
-
-    def _power_w(self, gpu: dict[str, Any]) -> float:
-        model = self._model(gpu)
-        return workload.power_w(model, self._load_fraction(gpu))
-
-    @_nvml
-    def nvmlDeviceGetPowerUsage(self, st: dict[str, Any], handle: Any, ref: Any) -> None:
-        gpu = self._board_only(st, handle)
-        _out(ref).value = int(self._power_w(gpu) * 1000)
-
-    @_nvml
-    def nvmlDeviceGetTotalEnergyConsumption(
-        self, st: dict[str, Any], handle: Any, ref: Any
-    ) -> None:
-        gpu = self._board_only(st, handle)
-        model = self._model(gpu)
-        now = time.time()
-        self._prune_once(gpu)  # exited processes' energy goes into extra_energy_mj
-        _out(ref).value = int(workload.energy_mj(model, gpu, st["driver_loaded_unix"], now))
-
-    @_nvml
-    def nvmlDeviceGetEnforcedPowerLimit(self, st: dict[str, Any], handle: Any, ref: Any) -> None:
-        gpu = self._board_only(st, handle)
-        _out(ref).value = self._model(gpu).power_limit_w * 1000
-
-    @_nvml
-    def nvmlDeviceGetPowerManagementLimit(self, st: dict[str, Any], handle: Any, ref: Any) -> None:
-        gpu = self._board_only(st, handle)
-        _out(ref).value = self._model(gpu).power_limit_w * 1000
-
-    @_nvml
-    def nvmlDeviceGetTemperature(
-        self, st: dict[str, Any], handle: Any, sensor: Any, ref: Any
-    ) -> None:
-        gpu = self._board_only(st, handle)
-        if _val(sensor) != pynvml.NVML_TEMPERATURE_GPU:
-            raise _Fail(E_INVALID)
-        _out(ref).value = workload.temperature_c(self._load_fraction(gpu))
-
-    def _clock(self, gpu: dict[str, Any], clock_type: int, maximum: bool) -> int:
-        model = self._model(gpu)
-        busy = maximum or self._load_fraction(gpu) > 0
-        mhz = workload.clock_mhz(model, clock_type, busy)
-        if mhz is None:
-            raise _Fail(E_INVALID)
-        return mhz
-
-    @_nvml
-    def nvmlDeviceGetClockInfo(
-        self, st: dict[str, Any], handle: Any, clock_type: Any, ref: Any
-    ) -> None:
-        gpu = self._board_only(st, handle)
-        _out(ref).value = self._clock(gpu, _val(clock_type), maximum=False)
-
-    @_nvml
-    def nvmlDeviceGetMaxClockInfo(
-        self, st: dict[str, Any], handle: Any, clock_type: Any, ref: Any
-    ) -> None:
-        gpu = self._board_only(st, handle)
-        _out(ref).value = self._clock(gpu, _val(clock_type), maximum=True)
-
-    @_nvml
-    def nvmlDeviceGetUtilizationRates(self, st: dict[str, Any], handle: Any, ref: Any) -> None:
-        gpu, gi, _ = self._device(st, handle)
-        if gi is not None or self._mig_on(gpu):
-            # "On MIG-enabled GPUs, querying device utilization rates is not
-            # currently supported" (nvml.h) [V].
-            raise _Fail(E_NOT_SUPPORTED)
-        u = _out(ref)
-        u.gpu, u.memory = workload.utilization_pct(self._load_fraction(gpu))
-
-    @_nvml
-    def nvmlDeviceGetCurrentClocksEventReasons(
-        self, st: dict[str, Any], handle: Any, ref: Any
-    ) -> None:
-        gpu = self._board_only(st, handle)
-        idle = self._load_fraction(gpu) == 0
-        _out(ref).value = (
-            pynvml.nvmlClocksEventReasonGpuIdle if idle else pynvml.nvmlClocksEventReasonNone
-        )
-
-    nvmlDeviceGetCurrentClocksThrottleReasons = nvmlDeviceGetCurrentClocksEventReasons
 
     # ------------------------------------------------------------------ GPM
 
@@ -1293,22 +890,3 @@ class SimNvmlLib:
                 continue
             metric.value = busy * load
             metric.nvmlReturn = SUCCESS
-
-    # --------------------------------------------------------- field values
-
-    @_nvml
-    def nvmlDeviceGetFieldValues(
-        self, st: dict[str, Any], handle: Any, count: Any, values: Any
-    ) -> None:
-        gpu, gi, _ = self._device(st, handle)
-        arr = _out(values)
-        for i in range(_val(count)):
-            v = arr[i]
-            if v.fieldId == pynvml.NVML_FI_DEV_POWER_INSTANT and gi is None:
-                v.valueType = pynvml.NVML_VALUE_TYPE_UNSIGNED_INT
-                v.value.uiVal = int(self._power_w(gpu) * 1000)
-                v.timestamp = int(time.time() * 1e6)
-                v.nvmlReturn = SUCCESS
-            else:
-                # Board sensors on MIG handles and fields not modelled [U].
-                v.nvmlReturn = E_NOT_SUPPORTED
