@@ -25,6 +25,7 @@ LAYERS: dict[str, int] = {
     "planner": 2,
     "report": 2,
     "bench": 3,
+    "compat": 3,
     "sharing": 4,
     "mig": 5,
     "telemetry": 5,

@@ -15,7 +15,9 @@ with its confidence interval, p50, p99, memory, energy per sample), and every
 run that did not finish (failed, crashed, OOM, timeout, skipped, layout
 failed) with the reason the store recorded: an unfinished run is never left
 out of a report. Simulated results are flagged in the page header, in the
-Markdown and, as a watermark, on every plot.
+Markdown and, as a watermark, on every plot. When the store holds
+``migperf compat`` matrices, the latest one per device is a table of its own
+(:mod:`migperf.report.compat_table`).
 """
 
 from __future__ import annotations
@@ -29,12 +31,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from migperf import __version__
+from migperf.report.compat_table import compat_html, compat_markdown, latest_matrices
 from migperf.report.data import ReportData, is_missing, load_report_data
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from migperf.report.plots import Family
+    from migperf.results.compat import CompatRow
 
 
 @dataclass(frozen=True)
@@ -112,8 +116,9 @@ def build_report(
                 written += [png, svg]
         html_path = out / "index.html"
         md_path = out / "report.md"
-        html_path.write_text(render_html(data, families), encoding="utf-8")
-        md_path.write_text(render_markdown(data, families), encoding="utf-8")
+        compat = latest_matrices(results)
+        html_path.write_text(render_html(data, families, compat), encoding="utf-8")
+        md_path.write_text(render_markdown(data, families, compat), encoding="utf-8")
     except OSError as exc:
         raise MigperfError(
             f"cannot write the report to {out}: {exc.strerror or exc}",
@@ -344,8 +349,10 @@ def _html_table(
     )
 
 
-def render_html(data: ReportData, families: Sequence[Family]) -> str:
-    """The self-contained HTML page."""
+def render_html(
+    data: ReportData, families: Sequence[Family], compat: Sequence[CompatRow] = ()
+) -> str:
+    """The self-contained HTML page (with the compat matrices' section when there are rows)."""
     e = html.escape
     simulated = bool(data.runs["simulated"].any())
     out: list[str] = [
@@ -365,6 +372,7 @@ def render_html(data: ReportData, families: Sequence[Family]) -> str:
         )
     nav = ['<a href="#overview">Overview</a>']
     nav += [f'<a href="#{f.key}">{e(f.name)}</a>' for f in families]
+    nav += ['<a href="#compat">Framework compatibility</a>'] if compat else []
     nav += ['<a href="#failures">Failed and skipped runs</a>', '<a href="#runs">All runs</a>']
     out.append(f"<nav>{''.join(nav)}</nav></header><main>")
     out.append('<section id="overview"><h2>Overview</h2><dl class="overview">')
@@ -388,6 +396,8 @@ def render_html(data: ReportData, families: Sequence[Family]) -> str:
             )
         out.append("</section>")
     not_ok = data.not_ok
+    if compat:
+        out.append(compat_html(compat))
     out.append('<section id="failures"><h2>Failed and skipped runs</h2>')
     if not_ok.empty:
         out.append('<p class="note">Every run finished ok.</p>')
@@ -433,8 +443,10 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]
     return lines
 
 
-def render_markdown(data: ReportData, families: Sequence[Family]) -> str:
-    """The Markdown summary: overview, plots as PNG links, failures, runs."""
+def render_markdown(
+    data: ReportData, families: Sequence[Family], compat: Sequence[CompatRow] = ()
+) -> str:
+    """The Markdown summary: overview, plots as PNG links, compat matrices, failures, runs."""
     lines = ["# migperf report", ""]
     if data.runs["simulated"].any():
         lines += [
@@ -459,6 +471,8 @@ def render_markdown(data: ReportData, families: Sequence[Family]) -> str:
                 f"{plot.caption} ({plot.footer}; [SVG](plots/{plot.slug}.svg))",
                 "",
             ]
+    if compat:
+        lines += compat_markdown(compat)
     lines += ["## Failed and skipped runs", ""]
     if data.not_ok.empty:
         lines += ["Every run finished ok.", ""]

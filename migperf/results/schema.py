@@ -9,6 +9,11 @@ Schema versions (kept in ``meta``, key ``schema_version``):
   file rebuilds ``runs`` (SQLite cannot drop a UNIQUE constraint), keeping
   every ``run_id``, so ``metrics``, ``samples`` and ``telemetry`` rows stay
   attached; each old row becomes attempt 1.
+* 3: ``compat`` holds ``migperf compat``'s matrices: one row per (session,
+  framework, check) with its verdict, error or reason, wall time, whether it
+  ran on the simulator, and the versions involved. Upgrading a v2 file only
+  adds the (empty) table; a read-only connection sees an empty ``compat`` in
+  an older file.
 
 :data:`MIGRATIONS` upgrades a writable store; :data:`READ_AS_CURRENT` lets a
 read-only connection see an older file with the current columns, through
@@ -21,7 +26,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -164,6 +169,46 @@ CREATE INDEX runs_config ON runs (config_hash);
 # The sqlite_sequence lines carry AUTOINCREMENT's high-water mark over, so a
 # run_id is never handed out twice, not even one whose row was deleted by hand.
 
+#: The columns of ``compat`` after ``row_id``, in table order.
+COMPAT_COLUMNS = (
+    "session",
+    "started_unix",
+    "device",
+    "second_device",
+    "gpu_name",
+    "driver_version",
+    "framework",
+    "framework_version",
+    "check_name",
+    "verdict",
+    "detail",
+    "wall_s",
+    "simulated",
+    "versions",
+)
+
+SCHEMA_V3 = """
+CREATE TABLE compat (
+    row_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    session TEXT NOT NULL,
+    started_unix REAL NOT NULL,
+    device TEXT,
+    second_device TEXT,
+    gpu_name TEXT,
+    driver_version TEXT,
+    framework TEXT NOT NULL,
+    framework_version TEXT,
+    check_name TEXT NOT NULL,
+    verdict TEXT NOT NULL CHECK (verdict IN ('pass', 'fail', 'expected-fail', 'skipped')),
+    detail TEXT,
+    wall_s REAL,
+    simulated INTEGER NOT NULL DEFAULT 0,
+    versions TEXT NOT NULL DEFAULT '{}',
+    UNIQUE (session, framework, check_name)
+);
+CREATE INDEX compat_session ON compat (session)
+"""
+
 
 def statements(con: sqlite3.Connection, script: str) -> None:
     """Run a ``;``-separated script statement by statement, inside the caller's transaction.
@@ -184,6 +229,7 @@ def statements(con: sqlite3.Connection, script: str) -> None:
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: lambda con: statements(con, SCHEMA_V1),
     2: lambda con: statements(con, SCHEMA_V2),
+    3: lambda con: statements(con, SCHEMA_V3),
 }
 
 # A v1 file seen with v2's columns: every row is attempt 1 and its own latest attempt.
@@ -193,7 +239,15 @@ CREATE TEMP VIEW runs AS
 CREATE TEMP VIEW latest_runs AS SELECT * FROM temp.runs
 """
 
+# A v2 file has no compat matrices: an empty compat of the current shape.
+_READ_V2 = (
+    "CREATE TEMP VIEW compat AS SELECT NULL AS row_id, "
+    + ", ".join(f"NULL AS {c}" for c in COMPAT_COLUMNS)
+    + " WHERE 0"
+)
+
 #: version -> TEMP views that let a read-only connection query an older file as the current one.
 READ_AS_CURRENT: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: lambda con: statements(con, _READ_V1),
+    2: lambda con: statements(con, _READ_V2),
 }

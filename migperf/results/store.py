@@ -17,6 +17,8 @@ see :mod:`migperf.results.schema`):
 * ``metrics``: one row per (run, metric): the headline numbers.
 * ``samples``: raw per-iteration latencies (JSON arrays) per run.
 * ``telemetry``: the run's telemetry summary and series (JSON), when sampled.
+* ``compat``: ``migperf compat``'s matrices, one row per (session, framework,
+  check) (:mod:`migperf.results.compat`).
 
 ``ResultsStore(path, read_only=True)`` opens a store for reading only (SQLite
 ``mode=ro``): it never creates, migrates or changes the file, and reads a
@@ -29,15 +31,18 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 from migperf.errors import MigperfError, UsageError
 from migperf.results.schema import MIGRATIONS, READ_AS_CURRENT, SCHEMA_VERSION
+
+if TYPE_CHECKING:
+    from migperf.results.compat import CompatRow
 
 __all__ = [
     "DEFAULT_PATH",
@@ -475,6 +480,32 @@ class ResultsStore:
                 hint="this is a bug in whatever built the record; the run must be measured again",
             ) from None
         return run_id
+
+    def record_compat(self, rows: Sequence[CompatRow]) -> int:
+        """Store one compatibility matrix (``migperf compat``) in one transaction.
+
+        Returns:
+            The number of rows stored.
+
+        Raises:
+            MigperfError: the store is open read-only, or a row is refused (an
+                unknown verdict, or a (session, framework, check) stored already).
+        """
+        if self.read_only:
+            raise MigperfError(
+                f"cannot store the compat matrix: {self.path} is open read-only",
+                hint="open the store without read_only=True to record compat rows",
+            )
+        from migperf.results.compat import insert_compat
+
+        try:
+            with self._transaction() as con:
+                return insert_compat(con, rows)
+        except (ValueError, sqlite3.IntegrityError) as exc:
+            raise MigperfError(
+                f"cannot store the compat matrix in {self.path}: {exc}",
+                hint="this is a bug in whatever built the rows; run `migperf compat` again",
+            ) from None
 
     # ------------------------------------------------------------- reading
 
