@@ -19,6 +19,13 @@ and the device label telemetry resolves) and calls :func:`launch_jobs` (or
 * one job runs as one worker process; several (or one whose spec asks for the
   barrier) run as a :class:`~migperf.bench.process.WorkerGroup`, released
   together once all are warm;
+* with a :class:`~migperf.bench.warm.WarmPool`, a single job runs on its
+  device's warm worker (which serves the runs after it too, and builds each
+  model once). Co-located groups, neighbours and MPS clients always run in
+  fresh processes: their workers start, warm up and are released together
+  behind one barrier per run, and an MPS client's daemon lives for one run;
+* ``on_event(job_index, event)`` is told each phase a single job's worker
+  reports (``building``, ``warmup``, ``measuring``, a LoadGen ``trial``);
 * an exception or interrupt kills every worker started, so none outlives the
   call holding its device.
 
@@ -33,7 +40,7 @@ import itertools
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from migperf.bench.emulation import (
     EMULATION_ENV,
@@ -50,6 +57,7 @@ from migperf.errors import MigperfError, UsageError
 if TYPE_CHECKING:
     from migperf.bench.monitor import RunMonitor
     from migperf.bench.result import WorkerResult
+    from migperf.bench.warm import WarmPool, WorkerUse
     from migperf.nvml.facade import Nvml
     from migperf.telemetry.target import TelemetryTarget
 
@@ -169,6 +177,8 @@ def launch(
     timeout_s: float,
     monitor: RunMonitor | None = None,
     nvml: Nvml | None = None,
+    pool: WarmPool | None = None,
+    on_event: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> GroupResult:
     """Run the jobs' workers and return every result, and whether a group was released together.
 
@@ -181,11 +191,14 @@ def launch(
         monitor: Attach each run's telemetry; dropped when a job's device
             has no telemetry target.
         nvml: Where the jobs' devices are resolved (the monitor's NVML by default).
+        pool: Run a single job on its device's warm worker (see the module docstring).
+        on_event: Told ``(job index, event)`` for each phase a single job's worker reports.
 
     Returns:
         One result per job, in job order. ``released`` is ``False`` only when
         a barrier was abandoned (a worker failed before all were ready); a
         single job without a barrier is never held, so it is ``True``.
+        ``workers`` says how each job's worker ran.
 
     Raises:
         UsageError: Without jobs.
@@ -198,21 +211,81 @@ def launch(
     targets = _targets(jobs, monitor, nvml) if monitor is not None else None
     specs = emulate(jobs, nvml or (monitor.nvml if monitor is not None else None))
     if len(jobs) == 1 and not jobs[0].spec.barrier:
-        # run_worker releases a spec with the barrier (an emulated one) as soon as it is ready.
-        job = jobs[0]
-        if monitor is not None and targets is not None:
-            result = monitor.run_worker(specs[0], job.env, timeout_s, target=targets[0])
-        else:
-            result = run_worker(specs[0], job.env, timeout_s)
-        return GroupResult(
-            results=[result], released=True, release_unix_s=None, release_spread_s=None
-        )
+        # A spec with the barrier (an emulated one) is released as soon as it is ready.
+        target = targets[0] if monitor is not None and targets is not None else None
+        return _run_single(jobs[0], specs[0], timeout_s, monitor, target, pool, on_event)
     if monitor is not None and targets is not None:
-        return monitor.run_group(
+        outcome = monitor.run_group(
             [(s, j.env, t) for s, j, t in zip(specs, jobs, targets, strict=True)],
             timeout_s=timeout_s,
         )
-    return run_group([(s, j.env) for s, j in zip(specs, jobs, strict=True)], timeout_s=timeout_s)
+    else:
+        outcome = run_group(
+            [(s, j.env) for s, j in zip(specs, jobs, strict=True)], timeout_s=timeout_s
+        )
+    return replace(outcome, workers=[_fresh_use(r) for r in outcome.results])
+
+
+def _fresh_use(result: WorkerResult) -> WorkerUse:
+    from migperf.bench.warm import WorkerUse
+
+    pid = result.process.pid if result.process is not None else None
+    return WorkerUse(mode="fresh", pid=pid, run_in_process=1, model_cached=False)
+
+
+def _run_single(
+    job: LaunchJob,
+    spec: BenchSpec,
+    timeout_s: float,
+    monitor: RunMonitor | None,
+    target: TelemetryTarget | None,
+    pool: WarmPool | None,
+    on_event: Callable[[int, dict[str, Any]], None] | None,
+) -> GroupResult:
+    """One job's worker, warm (from ``pool``) when it fits, with its telemetry attached."""
+
+    def event(info: dict[str, Any]) -> None:
+        if on_event is not None:
+            on_event(0, info)
+
+    extra: dict[str, Any] = {"on_event": event} if on_event is not None else {}
+    # An MPS client connects to its run's daemon when its context starts: a fresh process.
+    if pool is None or "CUDA_MPS_PIPE_DIRECTORY" in job.env:
+        if monitor is not None and target is not None:
+            result = monitor.run_worker(spec, job.env, timeout_s, target=target, **extra)
+        else:
+            result = run_worker(spec, job.env, timeout_s, **extra)
+        use = _fresh_use(result)
+    else:
+        pids: list[int] = []
+
+        def started(pid: int) -> None:
+            pids.append(pid)
+            if monitor is not None and target is not None:
+                monitor.worker_started(pid, target)
+
+        try:
+            result, use = pool.run(
+                spec,
+                job.env,
+                device=job.device or spec.device_label or "default",
+                timeout_s=timeout_s,
+                on_started=started,
+                on_event=event,
+            )
+        finally:
+            if monitor is not None and target is not None:
+                for pid in pids:
+                    monitor.worker_finished(pid, target)
+        if monitor is not None and target is not None:
+            result = monitor.attach(result, target)
+    return GroupResult(
+        results=[result],
+        released=True,
+        release_unix_s=None,
+        release_spread_s=None,
+        workers=[use],
+    )
 
 
 def launch_jobs(
@@ -222,6 +295,7 @@ def launch_jobs(
     timeout_s: float,
     monitor: RunMonitor | None = None,
     nvml: Nvml | None = None,
+    pool: WarmPool | None = None,
 ) -> list[WorkerResult]:
     """Run the jobs' workers (several released together) and return their results in job order.
 
@@ -232,7 +306,9 @@ def launch_jobs(
         UsageError: Without jobs.
         GpuNotFoundError: With a monitor, when a job's device does not exist.
     """
-    outcome = launch(jobs, simulated=simulated, timeout_s=timeout_s, monitor=monitor, nvml=nvml)
+    outcome = launch(
+        jobs, simulated=simulated, timeout_s=timeout_s, monitor=monitor, nvml=nvml, pool=pool
+    )
     return list(outcome.results)
 
 

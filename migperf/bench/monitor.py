@@ -18,7 +18,8 @@ results stay marked ``simulated``.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from migperf.bench.process import GroupResult, WorkerGroup, run_worker
 from migperf.bench.result import WorkerResult
@@ -144,10 +145,12 @@ class RunMonitor:
         timeout_s: float = 600.0,
         *,
         target: TelemetryTarget | None = None,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
     ) -> WorkerResult:
         """:func:`~migperf.bench.process.run_worker` with telemetry attached.
 
-        Fits :func:`~migperf.bench.series.run_series`'s ``run`` argument.
+        Fits :func:`~migperf.bench.series.run_series`'s ``run`` argument;
+        ``on_event`` is told the worker's phases.
         """
         t = target or self.targets[0]
         pids: list[int] = []
@@ -157,7 +160,7 @@ class RunMonitor:
             self.worker_started(pid, t)
 
         try:
-            result = run_worker(spec, env, timeout_s, on_started=started)
+            result = run_worker(spec, env, timeout_s, on_started=started, on_event=on_event)
         finally:
             for pid in pids:
                 self.worker_finished(pid, t)

@@ -11,8 +11,9 @@
   report ``aborted``.
 
 Each worker gets its own process session, stdout (the result), stderr (logs,
-kept as a bounded tail), stdin (the spec, then ``go``) and, with a barrier, a
-dedicated pipe for the ready event (``MIGPERF_READY_FD``).
+kept as a bounded tail), stdin (the spec, then ``go``) and a dedicated pipe
+for its events (``MIGPERF_READY_FD``): the barrier's ready event and the
+run's phases, which ``on_event`` is told as they arrive.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import migperf
 from migperf.bench.result import ErrorInfo, ProcessInfo, WorkerResult, load_result
@@ -37,6 +38,9 @@ from migperf.bench.spec import BenchSpec
 from migperf.bench.throttle import Governed, govern
 from migperf.bench.worker import PARENT_PID_ENV, READY_FD_ENV
 from migperf.errors import MigperfError, UsageError
+
+if TYPE_CHECKING:
+    from migperf.bench.warm import WorkerUse
 
 __all__ = ["GroupResult", "WorkerGroup", "WorkerProcess", "run_group", "run_worker"]
 
@@ -61,6 +65,8 @@ class WorkerProcess:
         python: Interpreter to run (this one by default).
         stderr_lines: How many of the worker's last stderr lines to keep.
         on_stderr: Called with each stderr line as it arrives (from a reader thread).
+        on_event: Called with each event the worker reports (a dict with
+            ``event``: ``phase`` or ``ready``), from a reader thread.
     """
 
     def __init__(
@@ -72,8 +78,10 @@ class WorkerProcess:
         python: str | None = None,
         stderr_lines: int = 40,
         on_stderr: Callable[[str], None] | None = None,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.spec = spec
+        self._on_event = on_event
         self.env = dict(os.environ if env is None else env)
         self.timeout_s = timeout_s
         self.python = python or sys.executable
@@ -121,12 +129,10 @@ class WorkerProcess:
         old = env.get("PYTHONPATH")
         env["PYTHONPATH"] = _PACKAGE_ROOT + (os.pathsep + old if old else "")
         env[PARENT_PID_ENV] = str(os.getpid())
-        pass_fds: tuple[int, ...] = ()
-        ready_r = ready_w = None
-        if self.spec.barrier:
-            ready_r, ready_w = os.pipe()
-            env[READY_FD_ENV] = str(ready_w)
-            pass_fds = (ready_w,)
+        # The event pipe: the barrier's ready event and the run's phases.
+        ready_r, ready_w = os.pipe()
+        env[READY_FD_ENV] = str(ready_w)
+        pass_fds: tuple[int, ...] = (ready_w,)
         self._t0 = time.monotonic()
         self._deadline = self._t0 + self.timeout_s
         try:
@@ -162,10 +168,7 @@ class WorkerProcess:
         waiter.start()
         self._spawn(self._read_stdout, proc.stdout)
         self._spawn(self._read_stderr, proc.stderr)
-        if ready_r is not None:
-            self._spawn(self._read_ready, os.fdopen(ready_r, "rb"))
-        else:
-            self._ready_closed.set()
+        self._spawn(self._read_ready, os.fdopen(ready_r, "rb"))
         try:
             proc.stdin.write((self.spec.to_line() + "\n").encode())
             proc.stdin.flush()
@@ -207,9 +210,14 @@ class WorkerProcess:
                 event = json.loads(raw)
             except ValueError:
                 continue
-            if isinstance(event, dict) and event.get("event") == "ready":
+            if not isinstance(event, dict):
+                continue
+            if event.get("event") == "ready":
                 self._ready_info = event
                 self._ready.set()
+            if self._on_event is not None:
+                with contextlib.suppress(Exception):  # a display never stops a run
+                    self._on_event(event)
         stream.close()
         self._ready_closed.set()
 
@@ -406,6 +414,7 @@ def run_worker(
     *,
     on_stderr: Callable[[str], None] | None = None,
     on_started: Callable[[int], None] | None = None,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
 ) -> WorkerResult:
     """Run one spec in a fresh worker process.
 
@@ -418,13 +427,14 @@ def run_worker(
         on_stderr: Called with each stderr line of the worker.
         on_started: Called with the worker's pid once it runs (e.g. to
             register it on a simulated GPU for telemetry).
+        on_event: Called with each event the worker reports (its phases).
 
     Returns:
         The result; ``timeout`` and ``crashed`` are results, not exceptions.
         An interrupt kills the worker before it propagates, so the worker
         never outlives the call holding its device.
     """
-    worker = WorkerProcess(spec, env, timeout_s=timeout_s, on_stderr=on_stderr)
+    worker = WorkerProcess(spec, env, timeout_s=timeout_s, on_stderr=on_stderr, on_event=on_event)
     try:
         worker.start()
         if on_started is not None and worker.pid is not None:
@@ -449,12 +459,15 @@ class GroupResult:
         released: Whether every worker was ready and all were released together.
         release_unix_s: When the parent released them (``None`` if it did not).
         release_spread_s: Time between the first and the last ``go`` written.
+        workers: How each job's worker ran (``warm`` or ``fresh``), in job
+            order; ``None`` when the caller did not say.
     """
 
     results: list[WorkerResult]
     released: bool
     release_unix_s: float | None
     release_spread_s: float | None
+    workers: list[WorkerUse] | None = None
 
 
 class WorkerGroup:

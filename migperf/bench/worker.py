@@ -13,7 +13,18 @@ Protocol (pyperf's worker model):
   descriptor named by ``MIGPERF_READY_FD`` (or to stderr when unset), then
   waits for a ``go`` line on stdin before measuring. End of input instead of
   ``go`` ends the run with status ``aborted``.
+* Events: the ready event and the run's phases (``building``, ``warmup``,
+  ``measuring``, a LoadGen ``trial``) go as JSON lines to the same descriptor
+  (:class:`~migperf.bench.worker_kit.EventChannel`), for the parent's progress.
 * Exit status: 0 for ``ok`` and ``oom``, 2 for an invalid spec, 1 otherwise.
+
+Warm mode (``--serve``, or a worker forked by :mod:`migperf.bench.zygote`):
+the worker serves one spec line after the other on stdin, writing one result
+line each on stdout, and keeps the model it built for the next run that uses
+it (:mod:`migperf.bench.model_cache`); between runs it resets what a fresh
+process would not have (:func:`~migperf.bench.worker_kit.reset_between_runs`).
+It exits at end of input (its parent closed stdin or died), and after any
+result that is not ``ok``: the next run gets a fresh worker.
 
 The device is whatever the environment gives: the first CUDA device torch
 sees (``CUDA_VISIBLE_DEVICES=MIG-<uuid>`` or an index), or the CPU. A
@@ -37,9 +48,11 @@ from migperf.bench.result import ErrorInfo, ThroughputResult, TimingInfo, Worker
 from migperf.bench.spec import BenchSpec, parse_spec
 from migperf.bench.worker_kit import (
     Barrier,
+    EventChannel,
     device_kind,
     failure_result,
     memory_readings,
+    reset_between_runs,
     select_device,
     simulated_warning,
 )
@@ -51,7 +64,7 @@ if TYPE_CHECKING:
     from migperf.bench.harness import Measurement
     from migperf.bench.workloads.base import PreparedWorkload
 
-__all__ = ["PARENT_PID_ENV", "READY_FD_ENV", "main", "run_spec"]
+__all__ = ["PARENT_PID_ENV", "READY_FD_ENV", "main", "run_spec", "serve"]
 
 #: Environment variable naming the file descriptor for the ready event.
 READY_FD_ENV = "MIGPERF_READY_FD"
@@ -99,6 +112,7 @@ def run_spec(
     stdin: IO[str] | None = None,
     ready_fd: int | None = None,
     log: Callable[[str], None] | None = None,
+    events: EventChannel | None = None,
 ) -> WorkerResult:
     """Run one spec in this process and return its result (the worker's body).
 
@@ -111,6 +125,7 @@ def run_spec(
         stdin: Where the barrier's ``go`` comes from.
         ready_fd: Where the barrier's ready event goes (stderr when ``None``).
         log: Progress messages (phase changes), e.g. to stderr; ``None`` for silence.
+        events: Where the phase events go (nowhere when ``None``).
 
     Returns:
         The result document.
@@ -118,8 +133,9 @@ def run_spec(
     if spec.scenario is not None:
         from migperf.bench.scenarios.entry import run_scenario
 
-        return run_scenario(spec, stdin=stdin, ready_fd=ready_fd, log=log)
+        return run_scenario(spec, stdin=stdin, ready_fd=ready_fd, log=log, events=events)
     say = log or (lambda _msg: None)
+    channel = events or EventChannel(None)
     phase = "device"
     device = None
     warnings: list[str] = []
@@ -129,6 +145,7 @@ def run_spec(
         import torch
 
         from migperf.bench.harness import EventTimer, PerfCounterTimer, StopRule, Timer, measure
+        from migperf.bench.model_cache import cache_hits, keep_only
         from migperf.bench.workloads import build_workload
 
         device = select_device(spec)
@@ -138,10 +155,13 @@ def run_spec(
             warnings.append(simulated_warning())
 
         phase = "build"
+        channel.phase("building", workload=spec.workload)
         say(
             f"building {spec.workload} ({spec.task}, batch {spec.batch_size}, {spec.precision}) on {device}"
         )
         t0 = time.perf_counter()
+        keep_only(spec.workload)
+        hits = cache_hits()
         prepared = build_workload(spec, device)
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -154,13 +174,21 @@ def run_spec(
                 say("warm; waiting at the barrier")
                 barrier.wait()
             phase = "measure"
+            channel.phase("measuring", min_s=spec.min_duration_s, max_s=spec.max_duration_s)
             say(
                 f"measuring: at least {spec.min_iterations} iterations and {spec.min_duration_s:g} s, "
                 f"at most {spec.max_duration_s:g} s"
             )
 
         phase = "warmup"
-        say(f"built in {build_s:.2f} s; warming up ({spec.effective_warmup} iterations)")
+        cached = cache_hits() > hits
+        channel.phase(
+            "warmup", iterations=spec.effective_warmup, build_s=build_s, model_cached=cached
+        )
+        say(
+            f"{'reused the model; prepared' if cached else 'built'} in {build_s:.2f} s; "
+            f"warming up ({spec.effective_warmup} iterations)"
+        )
         timer: Timer = EventTimer() if device.type == "cuda" else PerfCounterTimer()
         stop = StopRule(
             min_iterations=spec.min_iterations,
@@ -288,7 +316,7 @@ def main(argv: list[str] | None = None, *, emit: Callable[[str], None] | None = 
     """Entry point: read a spec on stdin, run it, write one JSON result on stdout.
 
     Args:
-        argv: Unused (the protocol is stdin/stdout); kept for a uniform entry point.
+        argv: ``["--serve"]`` for a warm worker (serve specs until end of input).
         emit: Where the result JSON goes (the process's real stdout by default).
 
     Returns:
@@ -306,24 +334,80 @@ def main(argv: list[str] | None = None, *, emit: Callable[[str], None] | None = 
             out.write(text + "\n")
             out.flush()
 
-    stdin = sys.stdin
-    try:
-        spec = parse_spec(_read_spec_text(stdin))
-    except UsageError as exc:
-        emit(
-            WorkerResult(
-                status="invalid",
-                error=ErrorInfo(
-                    kind="UsageError", message=exc.message, hint=exc.hint, phase="spec"
-                ),
-            ).to_json()
-        )
-        return 2
+    return serve(sys.stdin, emit, own_process=own_process, once="--serve" not in (argv or []))
+
+
+def serve(
+    stdin: IO[str],
+    emit: Callable[[str], None],
+    *,
+    own_process: bool = True,
+    once: bool = True,
+) -> int:
+    """Run specs read from ``stdin`` and emit one result each; see the module docstring.
+
+    Args:
+        stdin: Spec lines (and the barrier's ``go`` lines).
+        emit: Where each result's JSON line goes.
+        own_process: This is a worker process of its own: process-wide
+            limits (an emulated slice's memory) apply.
+        once: Run one spec (a fresh worker); else serve until end of input
+            or a result that is not ``ok`` (a warm worker).
+
+    Returns:
+        The exit status of the last run (0 at end of input).
+    """
 
     def log(message: str) -> None:
         sys.stderr.write(f"migperf worker[{os.getpid()}]: {message}\n")
         sys.stderr.flush()
 
+    events = EventChannel(_ready_fd_from_env())
+    notes: list[str] | None = None
+    runs = 0
+    while True:
+        try:
+            text = _read_spec_text(stdin) if once else stdin.readline()
+            if not once and not text:
+                return 0  # end of input: the parent is done with this worker (or died)
+            if not text.strip():
+                continue
+            spec = parse_spec(text)
+        except UsageError as exc:
+            emit(
+                WorkerResult(
+                    status="invalid",
+                    error=ErrorInfo(
+                        kind="UsageError", message=exc.message, hint=exc.hint, phase="spec"
+                    ),
+                ).to_json()
+            )
+            return 2
+        if notes is None:
+            notes = _set_up_device(spec, own_process, log)
+        result = run_spec(spec, stdin=stdin, ready_fd=events.fd, log=log, events=events)
+        runs += 1
+        if notes:
+            result = result.model_copy(update={"warnings": [*result.warnings, *notes]})
+        if result.error is not None:
+            sys.stderr.write(f"migperf worker: {result.status}: {result.error.message}\n")
+            if result.error.traceback:
+                sys.stderr.write(result.error.traceback)
+            sys.stderr.flush()
+        emit(result.to_json())
+        code = 0 if result.status in ("ok", "oom") else 2 if result.status == "invalid" else 1
+        if once or result.status != "ok":
+            return code
+        log(f"run {runs} done; waiting for the next spec")
+        reset_between_runs()
+
+
+def _set_up_device(spec: BenchSpec, own_process: bool, log: Callable[[str], None]) -> list[str]:
+    """Once per worker: join a simulated MPS daemon, limit an emulated slice's memory.
+
+    Returns:
+        Warnings for every result of this worker (a limit that could not be set).
+    """
     if spec.simulated and os.environ.get("CUDA_MPS_PIPE_DIRECTORY"):
         # A simulated MPS client: connect to the simulated daemon as CUDA would.
         from migperf.sharing.sim_mps_control import register_client_from_env
@@ -334,7 +418,6 @@ def main(argv: list[str] | None = None, *, emit: Callable[[str], None] | None = 
             if server
             else "no MPS daemon answered; running without MPS"
         )
-
     notes: list[str] = []
     if own_process and spec.simulated:
         # An emulated slice holds no more than its memory (see migperf.bench.emulation).
@@ -344,19 +427,7 @@ def main(argv: list[str] | None = None, *, emit: Callable[[str], None] | None = 
         if emulation is not None:
             notes = limit_memory(emulation)
             log(emulation.describe())
-
-    result = run_spec(spec, stdin=stdin, ready_fd=_ready_fd_from_env(), log=log)
-    if notes:
-        result = result.model_copy(update={"warnings": [*result.warnings, *notes]})
-    if result.error is not None:
-        sys.stderr.write(f"migperf worker: {result.status}: {result.error.message}\n")
-        if result.error.traceback:
-            sys.stderr.write(result.error.traceback)
-        sys.stderr.flush()
-    emit(result.to_json())
-    if result.status in ("ok", "oom"):
-        return 0
-    return 2 if result.status == "invalid" else 1
+    return notes
 
 
 if __name__ == "__main__":

@@ -25,10 +25,12 @@ if TYPE_CHECKING:
 __all__ = [
     "Barrier",
     "BarrierAbortedError",
+    "EventChannel",
     "device_kind",
     "failure_result",
     "is_out_of_memory",
     "memory_readings",
+    "reset_between_runs",
     "select_device",
     "simulated_warning",
 ]
@@ -98,6 +100,36 @@ def select_device(spec: BenchSpec) -> torch.device:
     return torch.device("cpu")
 
 
+class EventChannel:
+    """The worker's events to its parent: one JSON object per line on the event descriptor.
+
+    The parent reads them (:class:`~migperf.bench.process.WorkerProcess`) to
+    release a barrier (``ready``) and to show the run's progress (``phase``:
+    ``building``, ``warmup``, ``measuring``, ``trial``). Without a descriptor
+    nothing is sent. A parent that stopped reading never stops the run.
+
+    Args:
+        fd: The descriptor (``MIGPERF_READY_FD``), or ``None``.
+    """
+
+    def __init__(self, fd: int | None) -> None:
+        self.fd = fd
+
+    def send(self, event: str, **info: Any) -> None:
+        """Write ``{"event": event, "unix_s": ..., **info}`` as one line."""
+        if self.fd is None:
+            return
+        line = json.dumps({"event": event, "unix_s": time.time(), **info}) + "\n"
+        try:
+            os.write(self.fd, line.encode())
+        except OSError:
+            self.fd = None
+
+    def phase(self, phase: str, **info: Any) -> None:
+        """Report the phase the run enters."""
+        self.send("phase", phase=phase, **info)
+
+
 class Barrier:
     """The worker side of the co-location barrier.
 
@@ -145,19 +177,70 @@ def device_kind(device: Any) -> Any:
 def memory_readings(device: Any) -> dict[str, float | None]:
     """Peak memory of this process: the device's (CUDA only) and the host's resident set, in MiB."""
     out: dict[str, float | None] = {"peak_memory_mib": None, "peak_reserved_mib": None}
-    try:
-        import resource
-
-        # Linux reports ru_maxrss in KiB.
-        out["host_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    except (ImportError, OSError):
-        out["host_peak_rss_mib"] = None
+    out["host_peak_rss_mib"] = _host_peak_rss_mib()
     if device is not None and device.type == "cuda":
         import torch
 
         out["peak_memory_mib"] = torch.cuda.max_memory_allocated(device) / _MIB
         out["peak_reserved_mib"] = torch.cuda.max_memory_reserved(device) / _MIB
     return out
+
+
+def _host_peak_rss_mib() -> float | None:
+    """Peak resident set since the process started or :func:`reset_between_runs` (``VmHWM``)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import resource
+
+        # Linux reports ru_maxrss in KiB (the process's lifetime peak: no reset).
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    except (ImportError, OSError):
+        return None
+
+
+def reset_between_runs(*, keep_models: bool = True) -> None:
+    """Make the next run of a warm worker start as clean as a fresh process's.
+
+    Frees what the last run left (Python garbage, the CUDA caching
+    allocator's blocks, freed heap returned to the system), resets CUDA's
+    peak-memory statistics and the host's peak resident set (``VmHWM``,
+    through ``/proc/self/clear_refs``), and drops torch.compile's caches.
+    The model kept by :mod:`migperf.bench.model_cache` stays unless
+    ``keep_models`` is false.
+    """
+    import gc
+
+    from migperf.bench.model_cache import clear_models
+
+    if not keep_models:
+        clear_models()
+    gc.collect()
+    torch_mod = sys.modules.get("torch")
+    if torch_mod is not None:
+        dynamo = sys.modules.get("torch._dynamo")
+        if dynamo is not None:
+            dynamo.reset()
+        if torch_mod.cuda.is_initialized():
+            torch_mod.cuda.synchronize()
+            torch_mod.cuda.empty_cache()
+            torch_mod.cuda.reset_peak_memory_stats()
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).malloc_trim(0)  # glibc: give freed heap back (RLIMIT_DATA counts it)
+    except (OSError, AttributeError):
+        pass
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")  # Linux: reset the peak resident set size to the current one
+    except OSError:
+        pass
 
 
 def failure_result(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -53,6 +54,15 @@ def run_command(
             "Default: the config's executor field, else local.",
         ),
     ] = None,
+    workers: Annotated[
+        str | None,
+        typer.Option(
+            "--workers",
+            help="warm: one worker per device serves its consecutive runs and builds each model "
+            "once; fresh: a new process for every run (full isolation, slower). Default: the "
+            "config's workers field, else warm. Each stored result says which.",
+        ),
+    ] = None,
 ) -> None:
     """Run an experiment: each layout in turn, every job on its slices, every result stored.
 
@@ -61,12 +71,20 @@ def run_command(
     or a layout could not be restored, 2 for a usage error (nothing ran), and 130/143/129 after Ctrl-C/SIGTERM/SIGHUP (finished runs stored,
     layouts restored).
     """
+    from migperf.errors import UsageError
     from migperf.experiments.config import load_config
     from migperf.experiments.executor import open_executor
     from migperf.experiments.executor_spec import parse_executor
     from migperf.results.store import ResultsStore
 
     cfg = load_config(config)
+    if workers is not None:
+        if workers not in ("warm", "fresh"):
+            raise UsageError(
+                f"--workers {workers!r}: choose warm or fresh",
+                hint="warm (the default) reuses a worker per device; fresh starts one per run",
+            )
+        cfg = cfg.model_copy(update={"workers": workers})
     where = parse_executor(executor) if executor else parse_executor(cfg.executor, f"{config}")
     st = state(ctx)
     err = stderr()
@@ -82,10 +100,12 @@ def run_command(
                 # Descriptions carry "[mps]", "[baseline]": not markup.
                 stdout().print(line, markup=False)
             return
+        progress = Progress(len(plan.runs))
         with ResultsStore(results) as store:
-            report = ex.run(
-                plan, store, resume=resume, rerun=rerun, on_event=Progress(len(plan.runs))
-            )
+            try:
+                report = ex.run(plan, store, resume=resume, rerun=rerun, on_event=progress)
+            finally:
+                progress.close()
     report.time_s["plan"] = plan_s
     print_summary(report, results)
     if report.interrupted:
@@ -146,7 +166,10 @@ class Progress:
     """Progress on stderr, one line per event, for every executor.
 
     Takes the plain events of :mod:`migperf.experiments.events`; on a cluster
-    each line starts with its node.
+    each line starts with its node. The current run's phase (``run_start``,
+    then the worker's ``run_phase`` events: building, warming up, measuring,
+    a LoadGen trial) is a live line with the measuring window's bar on a
+    terminal, and one plain line per phase otherwise (logs, CI).
 
     Args:
         total: Runs in the plan (a cluster's events count for themselves).
@@ -157,9 +180,24 @@ class Progress:
         self.done = 0
         self.t0 = time.monotonic()
         self.err = stderr()
+        self.live = LivePhase(self.err) if self.err.is_terminal else None
+        self._lock = threading.RLock()
+
+    def close(self) -> None:
+        """Take the live line down (call it once the run is over)."""
+        if self.live is not None:
+            self.live.stop()
 
     def __call__(self, kind: str, **info: Any) -> None:
+        # Phases arrive from the workers' reader threads: one event at a time.
+        with self._lock:
+            self._event(kind, info)
+
+    def _event(self, kind: str, info: dict[str, Any]) -> None:
         node = info.get("node")
+        if kind in ("run_start", "run_phase"):
+            self._phase(kind, info)
+            return
         tag = escape(f"[{node.name}] ") if node is not None else ""
         text = {k: escape(v) if isinstance(v, str) else v for k, v in info.items()}
         say = self.err.print
@@ -226,7 +264,22 @@ class Progress:
                 "next run)[/]"
             )
 
+    def _phase(self, kind: str, info: dict[str, Any]) -> None:
+        node = info.get("node")
+        tag = f"[{node.name}] " if node is not None else ""
+        text = phase_text(kind, info)
+        if self.live is not None:
+            self.live.show(
+                f"{tag}run {self.done + 1}/{self.total}: {info.get('description', '')}", text, info
+            )
+        else:
+            self.err.print(
+                escape(f"    {tag}{text}: {info.get('description', '')}"), soft_wrap=True
+            )
+
     def _run_done(self, tag: str, info: dict[str, Any]) -> None:
+        if self.live is not None:
+            self.live.idle()
         self.done = info.get("done", self.done + 1)
         total = info.get("total", self.total)
         elapsed = time.monotonic() - self.t0
@@ -254,6 +307,73 @@ class Progress:
             f"{escape(metric)} (~{left:.0f} s left)",
             soft_wrap=True,
         )
+
+
+def phase_text(kind: str, info: dict[str, Any]) -> str:
+    """One phase of a run in words (``measuring (1-10 s)``, ``LoadGen trial 2 of 12``)."""
+    if kind == "run_start":
+        return "starting"
+    phase = info.get("phase")
+    if phase == "building":
+        return f"building {info.get('workload', '')}".rstrip()
+    if phase == "warmup":
+        reused = "model reused; " if info.get("model_cached") else ""
+        count = info.get("iterations")
+        return f"{reused}warming up" + (f" ({count} iterations)" if count is not None else "")
+    if phase == "measuring":
+        lo, hi = info.get("min_s"), info.get("max_s")
+        return "measuring" + (f" ({lo:g}-{hi:g} s)" if lo is not None and hi is not None else "")
+    if phase == "trial":
+        return f"LoadGen trial {info.get('trial')} of at most {info.get('trials')}"
+    return str(phase)
+
+
+class LivePhase:
+    """The current run's phase as one live line on a terminal (elapsed, and a bar while measuring)."""
+
+    def __init__(self, console: Any) -> None:
+        from rich.live import Live
+
+        self._what = ""
+        self._text = ""
+        self._since = time.monotonic()
+        self._window: tuple[float, float] | None = None
+        self._live = Live(self, console=console, transient=True, refresh_per_second=8)
+        self._started = False
+
+    def show(self, what: str, text: str, info: dict[str, Any]) -> None:
+        """Switch to a new phase."""
+        self._what, self._text, self._since = what, text, time.monotonic()
+        lo, hi = info.get("min_s"), info.get("max_s")
+        measuring = info.get("phase") == "measuring" and lo is not None and hi is not None
+        self._window = (float(lo or 0.0), float(hi or 0.0)) if measuring else None
+        if not self._started:
+            self._live.start()
+            self._started = True
+
+    def idle(self) -> None:
+        """Between runs: nothing to show."""
+        self._what = self._text = ""
+
+    def stop(self) -> None:
+        """Remove the line."""
+        if self._started:
+            self._live.stop()
+            self._started = False
+
+    def __rich__(self) -> Any:
+        from rich.text import Text
+
+        if not self._what:
+            return Text("")
+        elapsed = time.monotonic() - self._since
+        line = f"{self._what}: {self._text} {elapsed:.1f} s"
+        if self._window is not None:
+            lo, _ = self._window
+            width = 20
+            filled = min(width, int(width * elapsed / lo)) if lo > 0 else width
+            line += f" [{'#' * filled}{'.' * (width - filled)}] of at least {lo:g} s"
+        return Text(line, overflow="ellipsis", no_wrap=True)
 
 
 @config_app.command("schema")

@@ -373,6 +373,10 @@ class ExperimentConfig(StrictModel):
     # Where the runs execute (`local`, `ray[:ADDRESS]`); not part of the config
     # hash, so a sweep has the same run keys on a laptop and on a cluster.
     executor: str = "local"
+    # How workers live: `warm` (one per device serves consecutive runs and
+    # builds each model once) or `fresh` (a new process per run). Not part of
+    # the config hash either: both measure the same runs; each result says which.
+    workers: Literal["warm", "fresh"] = "warm"
 
     @field_validator("executor")
     @classmethod
@@ -412,8 +416,8 @@ class ExperimentConfig(StrictModel):
         return self
 
     def config_hash(self) -> str:
-        """A stable hash of what is measured (name, description and executor excluded)."""
-        data = self.model_dump(mode="json", exclude={"name", "description", "executor"})
+        """A stable hash of what is measured (name, description, executor and workers excluded)."""
+        data = self.model_dump(mode="json", exclude={"name", "description", "executor", "workers"})
         # Fields added after the first release hash only when set, so stores
         # written before them still resume.
         if data.get("sharing") == [

@@ -137,6 +137,7 @@ def run_record(
     *,
     started: float,
     sharing_info: Mapping[str, Any],
+    worker: Mapping[str, Any] | None = None,
 ) -> RunRecord:
     """The record of one member's worker result.
 
@@ -150,6 +151,9 @@ def run_record(
         started: When the run's workers were started (Unix seconds).
         sharing_info: What the run's sharing set up: ``mps`` (device -> daemon
             facts) and ``compute_mode`` (device -> mode), when present.
+        worker: How its worker ran (:meth:`migperf.bench.warm.WorkerUse.to_dict`):
+            ``mode`` (``warm`` or ``fresh``), ``run_in_process``, ``model_cached``;
+            stored as ``params["worker"]``.
     """
     data = result.to_dict()
     timing = result.timing
@@ -164,6 +168,8 @@ def run_record(
         "window_start_unix": timing.window_start_unix_s if timing else None,
         "window_end_unix": timing.window_end_unix_s if timing else None,
     }
+    if worker is not None:
+        params["worker"] = dict(worker)
     executed = getattr(result, "executed_precision", None)
     if executed:
         params["precision_executed"] = executed  # fp16 asked on a CPU runs in bf16

@@ -3,8 +3,11 @@
 :func:`~migperf.experiments.planning.plan_experiment` validates a config
 against the GPUs before anything changes. :class:`ExperimentRunner` then, layout by layout, applies
 the layout through the transactional partition manager, runs each planned run
-in its own worker process on its MIG device, and stores each result as soon as
-it finishes. The plan's GPUs are leased for the whole run
+on its MIG device, and stores each result as soon as it finishes. With
+``workers: warm`` (the default) one worker per device serves its consecutive
+runs and builds each model once (:class:`~migperf.bench.warm.WarmPool`); every
+worker is retired before a layout changes or is restored. ``workers: fresh``
+starts one process per run. Each stored result says which (``params.worker``). The plan's GPUs are leased for the whole run
 (:func:`migperf.mig.apply.hold_gpus`), so no other migperf command changes
 them meanwhile. Whatever happens (a crash, Ctrl-C, SIGTERM, SIGHUP) the
 original layouts are restored at the end, and a second signal does not cut
@@ -50,6 +53,7 @@ from migperf.results.store import RecordSink, RunRecord
 if TYPE_CHECKING:
     from migperf.bench.launch import LaunchJob
     from migperf.bench.monitor import RunMonitor
+    from migperf.bench.warm import WarmPool
     from migperf.telemetry.target import TelemetryTarget
 
 
@@ -135,6 +139,7 @@ class ExperimentRunner:
         self.attempts = AttemptPlan(frozenset(), {})
         self.run_times = RunTimes.load(root)
         self._changed: set[int] = set()
+        self._pool: WarmPool | None = None
 
     # -------------------------------------------------------------- runs
 
@@ -166,6 +171,7 @@ class ExperimentRunner:
         done = set(self.attempts.done)
         todo = [r for r in self.plan.runs if any(r.member_key(m) not in done for m in r.members)]
         self.emit("started", runs=len(todo), stored=len(self.plan.runs) - len(todo))
+        self._start_pool()
         with hold_gpus(
             self.nvml,
             self.plan.gpus,
@@ -193,6 +199,8 @@ class ExperimentRunner:
                 self.report.signal = stopped_by[0] if stopped_by else signal.SIGINT
                 self.emit("interrupted")
             finally:
+                # No worker may hold a device while the layouts are put back.
+                self._close_pool()
                 if self.cfg.restore:
                     self._restore(originals, hold)
                 else:
@@ -265,6 +273,8 @@ class ExperimentRunner:
             return
         failed_gpus: dict[int, str] = {}
         t = time.monotonic()
+        # A live worker's CUDA context would block destroying its MIG instance.
+        self._release_workers()
         for gpu in self.plan.gpus:
             target = self.plan.targets.get((li, gpu))
             if layout.strip().lower() == CURRENT:
@@ -291,8 +301,43 @@ class ExperimentRunner:
                 self.emit("layout_failed", gpu=gpu, error=exc.message)
         self.report.time_s["partition"] += time.monotonic() - t
         devices = {gpu: self._devices(gpu) for gpu in self.plan.gpus if gpu not in failed_gpus}
-        with self._monitor(devices) as monitor:
-            self._run_all(todo, devices, failed_gpus, monitor)
+        try:
+            with self._monitor(devices) as monitor:
+                self._run_all(todo, devices, failed_gpus, monitor)
+        finally:
+            self._release_workers()
+
+    def _warm_pool(self) -> WarmPool | None:
+        """The warm workers (``workers: warm``), started on first use."""
+        if self.cfg.workers != "warm":
+            return None
+        if self._pool is None:
+            from migperf.bench.warm import WarmPool
+
+            self._pool = WarmPool([j.workload for j in (*self.cfg.jobs, *self.cfg.neighbors)])
+        return self._pool
+
+    def _start_pool(self) -> None:
+        """Start the warm workers' zygote now: its imports overlap leasing and partitioning."""
+        pool = self._warm_pool()
+        if pool is None or not self.plan.gpus:
+            return
+        from migperf.bench.device import resolve_device
+
+        # A worker's environment apart from what is bound per device (see bench.zygote).
+        env = resolve_device(str(self.plan.gpus[0]), simulated=self.nvml.simulated).env()
+        if self.nvml.simulated:
+            env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as bench.launch sets for emulation
+        pool.prepare(env)
+
+    def _release_workers(self) -> None:
+        if self._pool is not None:
+            self._pool.release_devices()
+
+    def _close_pool(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            pool.close()
 
     @contextmanager
     def _monitor(
@@ -445,7 +490,7 @@ class ExperimentRunner:
         t = time.monotonic()
         try:
             with self._sharing(run, jobs) as info:
-                results = self._launch(jobs, monitor)
+                results, workers = self._launch(run, jobs, monitor)
         except MigperfError as exc:
             self._store_failure(run, "failed", exc.message)
             return ["failed"]
@@ -462,7 +507,7 @@ class ExperimentRunner:
             window_s=window,
         )
         statuses: list[str] = []
-        for job, result in zip(jobs, results, strict=True):
+        for job, result, use in zip(jobs, results, workers, strict=True):
             rec = run_record(
                 self.records,
                 run,
@@ -472,6 +517,7 @@ class ExperimentRunner:
                 result,
                 started=started,
                 sharing_info=info,
+                worker=use.to_dict() if use is not None else None,
             )
             self._store(rec, job.member.role, result.status)
             if job.member.role == "job":
@@ -479,20 +525,35 @@ class ExperimentRunner:
         self.emit("run_done", run=run, results=results)
         return statuses
 
-    def _launch(self, jobs: list[_Job], monitor: RunMonitor | None) -> list[Any]:
-        """Run the workers of one run (released together when there are several)."""
-        from migperf.bench.launch import launch_jobs
+    def _launch(
+        self, run: RunPlan, jobs: list[_Job], monitor: RunMonitor | None
+    ) -> tuple[list[Any], list[Any]]:
+        """Run the workers of one run (released together when there are several).
+
+        Returns:
+            The results, and how each worker ran, in job order.
+        """
+        from migperf.bench.launch import launch
 
         timeout = self.cfg.timeout_s
         if any(j.member.role == "neighbor" for j in jobs):
             timeout += self.cfg.stop.max_duration_s * 1.5 + 1.0
-        return launch_jobs(
+
+        def phase(index: int, event: dict[str, Any]) -> None:
+            if event.get("event") == "phase":
+                info = {k: v for k, v in event.items() if k not in ("event", "unix_s")}
+                self.emit("run_phase", run=run, **info)
+
+        outcome = launch(
             [j.launch for j in jobs],
             simulated=self.nvml.simulated,
             timeout_s=timeout,
             monitor=monitor,
             nvml=self.nvml,
+            pool=self._warm_pool(),
+            on_event=phase,
         )
+        return outcome.results, outcome.workers or [None] * len(jobs)
 
     @contextmanager
     def _sharing(self, run: RunPlan, jobs: list[_Job]) -> Iterator[dict[str, Any]]:

@@ -200,3 +200,32 @@ def test_resume_counts_only_the_runs_left(tmp_path: Path) -> None:
     code, _, err = run("--simulate", "a100-80gb", "run", str(cfg), "--results", str(db), "--resume")
     assert code == 0, err
     assert "run 1/1 ok" in err and "/3" not in err
+
+
+def test_run_workers_flag_and_plain_phase_lines(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "name: cli-workers\nlayouts: ['0']\nstop: {warmup_iterations: 1, min_iterations: 3, "
+        "min_duration_s: 0, max_duration_s: 5}\njobs: [{workload: gemm, model_args: {n: 32}}]\n"
+    )
+    db = tmp_path / "r.db"
+    code, _, err = run(
+        "--simulate", "a100-80gb", "run", str(cfg), "--workers", "fresh", "--results", str(db)
+    )
+    assert code == 0, err
+    # Not a terminal: one plain line per phase of the run.
+    for phase in (
+        "starting: gemm",
+        "building gemm: gemm",
+        "warming up (1 iterations)",
+        "measuring (0-5 s)",
+    ):
+        assert phase in err, err
+    import sqlite3
+
+    (params,) = sqlite3.connect(db).execute("SELECT params FROM runs").fetchone()
+    assert json.loads(params)["worker"]["mode"] == "fresh"
+    code, _, err = run(
+        "--simulate", "a100-80gb", "run", str(cfg), "--workers", "lukewarm", "--results", str(db)
+    )
+    assert code == 2 and "ERROR" in err and "warm or fresh" in err

@@ -234,3 +234,49 @@ def test_estimates_are_learned_from_the_runs_this_machine_did(
     wall = report.wall_s  # type: ignore[attr-defined]
     # Learned from this very run: close to what it took (loose: a loaded 2-core box).
     assert 0.5 * wall <= again.estimated_duration_s() <= 2.0 * wall + 8.0
+
+
+def workers_of(db: Path) -> list[tuple[str, dict[str, object], int]]:
+    con = sqlite3.connect(db)
+    rows = con.execute("SELECT layout, params, result FROM runs ORDER BY run_id").fetchall()
+    con.close()
+    out = []
+    for layout, params, result in rows:
+        import json
+
+        out.append((layout, json.loads(params)["worker"], json.loads(result)["process"]["pid"]))
+    return out
+
+
+def test_warm_workers_serve_a_layouts_runs_and_leave_before_it_changes(
+    tiny_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    db = tmp_path / "r.db"
+    report = run(tiny_config(batch_sizes="[1, 2, 4]"), db)
+    assert report.stored == 6  # type: ignore[attr-defined]
+    rows = workers_of(db)
+    # One worker per device and layout: its runs count up, the next layout starts a new one.
+    assert [(layout, w["mode"], w["run_in_process"]) for layout, w, _ in rows] == [
+        ("0", "warm", 1),
+        ("0", "warm", 2),
+        ("0", "warm", 3),
+        ("9,9", "warm", 1),
+        ("9,9", "warm", 2),
+        ("9,9", "warm", 3),
+    ]
+    pids = [pid for _, _, pid in rows]
+    assert len(set(pids[:3])) == 1 and len(set(pids[3:])) == 1 and pids[0] != pids[3]
+    for pid in set(pids):  # every worker has exited by the time the runner returns
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_fresh_workers_start_a_process_per_run(
+    tiny_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    db = tmp_path / "r.db"
+    cfg = tiny_config(layouts='["0"]', extra="workers: fresh")
+    run(cfg, db)
+    rows = workers_of(db)
+    assert [(w["mode"], w["run_in_process"]) for _, w, _ in rows] == [("fresh", 1), ("fresh", 1)]
+    assert len({pid for _, _, pid in rows}) == 2

@@ -12,6 +12,7 @@ from migperf.bench.scenarios.runner import ScenarioRunner, run_log_dir
 from migperf.bench.spec import BenchSpec
 from migperf.bench.worker_kit import (
     Barrier,
+    EventChannel,
     device_kind,
     failure_result,
     memory_readings,
@@ -31,6 +32,7 @@ def run_scenario(
     stdin: IO[str] | None = None,
     ready_fd: int | None = None,
     log: Callable[[str], None] | None = None,
+    events: EventChannel | None = None,
 ) -> WorkerResult:
     """Run the spec's scenario in this process and return its result (the worker's body).
 
@@ -40,6 +42,7 @@ def run_scenario(
     search). Every outcome is a result, as in :func:`migperf.bench.worker.run_spec`.
     """
     say = log or (lambda _msg: None)
+    channel = events or EventChannel(None)
     sc = spec.scenario
     assert sc is not None
     phase = "device"
@@ -48,6 +51,7 @@ def run_scenario(
     build_s = warmup_s = None
     barrier = Barrier(stdin, ready_fd) if spec.barrier else None
     try:
+        from migperf.bench.model_cache import keep_only
         from migperf.bench.workloads import build_workload
 
         device = select_device(spec)
@@ -56,11 +60,13 @@ def run_scenario(
         if spec.simulated:
             warnings.append(simulated_warning())
         phase = "build"
+        channel.phase("building", workload=spec.workload)
         qsl_size = sc.effective_qsl_size(spec.batch_size)
         say(
             f"building {spec.workload} for the {sc.name} scenario (max batch {spec.batch_size}, "
             f"{qsl_size} samples in the QSL) on {device}"
         )
+        keep_only(spec.workload)
         t0 = time.perf_counter()
         prepared = build_workload(spec.model_copy(update={"batch_size": qsl_size}), device)
         _apply_faults(prepared, spec)
@@ -69,6 +75,7 @@ def run_scenario(
         runner = ScenarioRunner(spec, prepared, device, log_dir)
 
         phase = "warmup"
+        channel.phase("warmup", build_s=build_s)
         t0 = time.perf_counter()
         runner.warmup(spec.effective_warmup)
         warmup_s = time.perf_counter() - t0
@@ -77,13 +84,17 @@ def run_scenario(
             say("warm; waiting at the barrier")
             barrier.wait()
         phase = "measure"
+        channel.phase("measuring", min_s=spec.min_duration_s, max_s=spec.max_duration_s)
         latencies: list[float] = []
         if sc.name == "closed-loop":
             say(f"closed loop at concurrency {sc.effective_concurrency}")
             result, latencies, start, end = runner.run_closed_loop()
         elif sc.find_max_qps:
             say(f"searching the highest server QPS within the SLO; LoadGen logs in {log_dir}")
-            result, start, end = runner.search_max_qps(say=say)
+            result, start, end = runner.search_max_qps(
+                say=say,
+                on_trial=lambda k, n, qps: channel.phase("trial", trial=k, trials=n, qps=qps),
+            )
         else:
             say(f"LoadGen {sc.loadgen_scenario}; logs in {log_dir}")
             result, start, end = runner.run_loadgen(log_dir, target_qps=sc.target_qps)

@@ -268,8 +268,15 @@ class ScenarioRunner:
             update["sample_count"] = stats.samples
         return result.model_copy(update=update), start, end
 
-    def search_max_qps(self, *, say: Callable[[str], None]) -> tuple[ScenarioResult, float, float]:
+    def search_max_qps(
+        self,
+        *,
+        say: Callable[[str], None],
+        on_trial: Callable[[int, int, float], None] | None = None,
+    ) -> tuple[ScenarioResult, float, float]:
         """The capacity search: server runs, bisected over the target QPS.
+
+        ``on_trial(k, max_trials, qps)`` is told as each trial starts.
 
         Each trial keeps its logs in ``trial-NN-qps-X`` under the run's log
         directory and runs the scenario's minimum query count (by default
@@ -288,6 +295,8 @@ class ScenarioRunner:
             n = len(trials_seen) + 1
             trial_dir = self.log_dir / f"trial-{n:02d}-qps-{qps:.6g}"
             say(f"capacity search: trial {n} at {format_qps(qps)} QPS")
+            if on_trial is not None:
+                on_trial(n, sc.max_trials, qps)
             outcome = self.run_loadgen(trial_dir, target_qps=qps, min_query_count=min_queries)
             trials_seen.append(outcome)
             say(f"  {outcome[0].verdict}")

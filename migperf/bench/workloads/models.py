@@ -13,6 +13,7 @@ from abc import abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from migperf.bench.model_cache import cached_model
 from migperf.bench.workloads.base import (
     PreparedWorkload,
     Workload,
@@ -95,10 +96,16 @@ class ModelWorkload(Workload):
         config, wargs = self.build_config()
         inputs, labels, tokens = self.make_inputs(config, wargs)
         model_cls = getattr(transformers, self.MODEL_CLASS)
-        # Initialising on the device is much faster than on the host for large models.
-        with torch.device(self.device):
-            model = model_cls(config)
-        model.to(self.device)
+
+        def build() -> Any:
+            # Initialising on the device is much faster than on the host for large models.
+            with torch.device(self.device):
+                built = model_cls(config)
+            return built.to(self.device)
+
+        # A warm worker builds the model once for every run that shares it (batch sizes...).
+        key = (self.NAME, config.to_json_string(use_diff=False), str(self.device))
+        model = cached_model(key, build)
         params = count_parameters(model)
         precision = executed_precision(spec.precision, self.device)
         autocast = autocast_context(precision, self.device)
