@@ -8,7 +8,9 @@ import typer
 
 from migperf import __version__
 from migperf.cli import bench, mig, report, results, run
+from migperf.cli import compat as compat_cli
 from migperf.cli import plan as plan_cli
+from migperf.cli import sim as sim_cli
 from migperf.cli._common import (
     CliState,
     MigperfGroup,
@@ -31,10 +33,12 @@ app.add_typer(mig.app, name="mig")
 app.add_typer(bench.app, name="bench")
 app.add_typer(run.config_app, name="config")
 app.add_typer(results.results_app, name="results")
+app.add_typer(sim_cli.app, name="sim")
 app.command("run")(run.run_command)
 app.command("report")(report.report_command)
 app.command("compare")(report.compare_command)
 app.command("plan")(plan_cli.plan_command)
+app.command("compat")(compat_cli.compat_command)
 
 
 def _version(value: bool) -> None:
