@@ -325,9 +325,14 @@ def _isnan(v: Any) -> bool:
 
 @results_app.command("export")
 def results_export(
-    out: Annotated[Path, typer.Argument(help="Output file.")],
+    out: Annotated[Path, typer.Argument(help="Output file: .csv, .json or .parquet.")],
     results: ResultsOption = DEFAULT_RESULTS,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="csv, parquet or json.")] = "csv",
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format", help="csv, parquet or json (default: from OUT's extension: .csv, .json, .parquet)."
+        ),
+    ] = None,
     tidy: Annotated[
         bool, typer.Option("--tidy", help="One row per run x metric instead of one per run.")
     ] = False,

@@ -194,3 +194,38 @@ def test_a_write_that_fails_midway_leaves_nothing_and_the_old_file_intact(
     assert out.read_text() == "yesterday's export\n"
     # No temporary file left behind (the store's own WAL files aside).
     assert [f for f in _files(tmp_path) if not f.startswith("r.db")] == ["o.csv"]
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt", "first"),
+    [("o.json", None, "["), ("o.csv", None, "run_id,run_key,"), ("o.CSV", None, "run_id,run_key,"), ("o.txt", "json", "[")],
+)
+def test_export_format_follows_the_file_name(
+    store: Path, tmp_path: Path, name: str, fmt: str | None, first: str
+) -> None:
+    out = tmp_path / name
+    code, _ = invoke("results", "export", str(out), "--results", str(store), *(["--format", fmt] if fmt else []))
+    assert code == 0
+    text = out.read_text()
+    assert text.lstrip().startswith(first)
+    if first == "[":
+        assert len(json.loads(text)) == 2  # strict JSON, one object per run
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt", "message"),
+    [
+        ("o.xlsx", None, "cannot tell the export format of"),
+        ("o", None, "cannot tell the export format of"),
+        ("o.json", "csv", "--format csv but"),
+        ("o.csv", "xml", "unknown export format 'xml'"),
+    ],
+)
+def test_export_refuses_a_format_it_would_not_write(
+    store: Path, tmp_path: Path, name: str, fmt: str | None, message: str
+) -> None:
+    # Before: out.json and out.xlsx silently got CSV.
+    out = tmp_path / name
+    code, text = invoke("results", "export", str(out), "--results", str(store), *(["--format", fmt] if fmt else []))
+    assert code == 2 and message in text.replace("\n", " ") and "HINT:" in text
+    assert not out.exists() and _files(tmp_path) == ["r.db"]
