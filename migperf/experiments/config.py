@@ -373,6 +373,23 @@ class ExperimentConfig(StrictModel):
     # Where the runs execute (`local`, `ray[:ADDRESS]`); not part of the config
     # hash, so a sweep has the same run keys on a laptop and on a cluster.
     executor: str = "local"
+    # The simulated machine (a `--simulate` spec) to run on when this machine
+    # has no NVIDIA driver; default: the GPU model the layouts' profile names
+    # belong to. Not part of the config hash: on a GPU it changes nothing.
+    simulate: str | None = None
+
+    @field_validator("simulate")
+    @classmethod
+    def _known_machine(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from migperf.nvml.sim.state import parse_machine_spec
+
+        try:
+            parse_machine_spec(v)
+        except UsageError as exc:
+            raise ValueError(f"{exc.message.removeprefix('--simulate ')}; {exc.hint}") from None
+        return v
 
     @field_validator("executor")
     @classmethod
@@ -412,8 +429,8 @@ class ExperimentConfig(StrictModel):
         return self
 
     def config_hash(self) -> str:
-        """A stable hash of what is measured (name, description and executor excluded)."""
-        data = self.model_dump(mode="json", exclude={"name", "description", "executor"})
+        """A stable hash of what is measured (name, description, executor and simulate excluded)."""
+        data = self.model_dump(mode="json", exclude={"name", "description", "executor", "simulate"})
         # Fields added after the first release hash only when set, so stores
         # written before them still resume.
         if data.get("sharing") == [
