@@ -18,7 +18,8 @@ import argparse
 import ctypes
 import json
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 SYSTEM_CALLS = [
     "nvmlSystemGetDriverVersion",

@@ -23,7 +23,9 @@ Methodology:
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Sequence
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -89,10 +91,12 @@ class Summary(BaseModel):
         max: Largest sample.
         median: Median (p50 by linear interpolation, always given).
         mad: Median absolute deviation (unscaled).
-        mean_ci_low: Lower end of the t-based interval of the mean.
-        mean_ci_high: Upper end of the t-based interval of the mean.
+        mean_ci_low: Lower end of the interval of the mean (t-based; see ``mean_ci_method``).
+        mean_ci_high: Upper end of the interval of the mean.
         confidence: Coverage of every interval in this summary.
         percentiles: Keyed ``p50``, ``p90``, ``p95``, ``p99``, ``p99_9``.
+        mean_ci_method: ``t`` (Student's t), or ``bootstrap`` where the t-interval
+            of a non-negative metric would reach below zero.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -110,6 +114,7 @@ class Summary(BaseModel):
     mean_ci_high: float | None
     confidence: float
     percentiles: dict[str, PercentileEstimate]
+    mean_ci_method: Literal["t", "bootstrap"] | None = None
 
 
 class StabilityResult(BaseModel):
@@ -423,6 +428,7 @@ def summarize(
     median = percentile(xs, 50.0)
     mad = percentile(sorted(abs(v - median) for v in xs), 50.0)
     std = sem = cv = ci_low = ci_high = None
+    method: Literal["t", "bootstrap"] | None = None
     if n >= 2:
         var = math.fsum((v - mean) ** 2 for v in xs) / (n - 1)
         std = math.sqrt(var)
@@ -430,6 +436,13 @@ def summarize(
         cv = std / mean if mean != 0 else None
         t = student_t_ppf(1.0 - (1.0 - confidence) / 2.0, n - 1)
         ci_low, ci_high = mean - t * sem, mean + t * sem
+        method = "t"
+        if xs[0] >= 0.0 and ci_low < 0.0:
+            # Few, skewed samples of a non-negative metric (a latency): the
+            # t-interval leaves the metric's range ("238 [-27.7, 504]"). A
+            # percentile bootstrap of the mean stays inside the data's range.
+            ci_low, ci_high = _bootstrap_mean_interval(xs, confidence)
+            method = "bootstrap"
     return Summary(
         count=n,
         mean=mean,
@@ -442,11 +455,23 @@ def summarize(
         mad=mad,
         mean_ci_low=ci_low,
         mean_ci_high=ci_high,
+        mean_ci_method=method,
         confidence=confidence,
         percentiles={
             percentile_key(q): _percentile_estimate(xs, q, confidence) for q in percentiles
         },
     )
+
+
+def _bootstrap_mean_interval(
+    xs: Sequence[float], confidence: float, resamples: int = 2000
+) -> tuple[float, float]:
+    """Percentile-bootstrap interval of the mean (seeded: the same samples give the same interval)."""
+    rng = random.Random(0x5EED)
+    n = len(xs)
+    means = sorted(math.fsum(rng.choices(xs, k=n)) / n for _ in range(resamples))
+    alpha = (1.0 - confidence) / 2.0
+    return percentile(means, 100.0 * alpha), percentile(means, 100.0 * (1.0 - alpha))
 
 
 def assess_stability(

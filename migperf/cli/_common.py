@@ -79,15 +79,26 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(_strict(data), indent=2, allow_nan=False, default=str) + "\n")
 
 
-def open_for_reading(ctx: typer.Context) -> Nvml:
-    """NVML for a read-only command: falls back to a simulated GPU when no driver is found."""
+def open_for_reading(ctx: typer.Context, fallback: str | None = None) -> Nvml:
+    """NVML for a read-only command: falls back to a simulated GPU when no driver is found.
+
+    ``fallback``: the simulated machine to use then (default
+    :data:`migperf.nvml.FALLBACK_MODEL`; an experiment's own, see
+    :func:`migperf.experiments.fallback.simulated_machine_for`).
+    """
     from migperf.nvml import open_nvml
 
     st = state(ctx)
-    nvml = open_nvml(st.simulate, allow_fallback=True, read_only=st.read_only)
+    nvml = open_nvml(st.simulate, allow_fallback=True, read_only=st.read_only, fallback=fallback)
     if nvml.fallback_reason:
         stderr().print(f"NOTE: {nvml.fallback_reason}. Every result is marked simulated.")
     return nvml
+
+
+def subcommand(ctx: typer.Context) -> str:
+    """``mig apply`` for ``migperf mig apply``, however migperf was started (``python -m migperf``)."""
+    root = ctx.find_root().command_path
+    return ctx.command_path[len(root) :].strip() or "this command"
 
 
 def open_for_changes(ctx: typer.Context) -> Nvml:
@@ -100,12 +111,59 @@ def open_for_changes(ctx: typer.Context) -> Nvml:
 
     st = state(ctx)
     if st.read_only or (st.read_only is None and env_read_only()):
-        command = " ".join(ctx.command_path.split()[1:]) or "this command"
+        command = subcommand(ctx)
         raise ReadOnlyError(
             f"refusing `migperf {command}`: read-only mode is on (--read-only or MIGPERF_READ_ONLY)",
             hint="this command changes the GPU; run it without --read-only, or use --dry-run to see the plan",
         )
-    return open_nvml(st.simulate, allow_fallback=False, read_only=st.read_only)
+    from migperf.errors import NvmlUnavailableError
+    from migperf.nvml import FALLBACK_MODEL
+
+    try:
+        return open_nvml(st.simulate, allow_fallback=False, read_only=st.read_only)
+    except NvmlUnavailableError as exc:
+        # Never change a simulated GPU in place of a real one the user may think
+        # they have: name the exact --simulate that acts on the machine the
+        # read-only commands showed.
+        command = subcommand(ctx)
+        raise NvmlUnavailableError(
+            f"{exc.message}; `migperf {command}` changes a GPU, so it does not fall back to a simulated one",
+            hint=f"to change the simulated {FALLBACK_MODEL} that `migperf gpus` shows here, run "
+            f"`migperf --simulate {FALLBACK_MODEL} {command} ...`; on a GPU node, install the NVIDIA "
+            "driver (nvidia-smi must work)",
+        ) from exc
+
+
+def simulate_or_fallback(ctx: typer.Context, device: str | None) -> str | None:
+    """The simulated machine a benchmark on ``device`` uses: ``--simulate``, or the fallback.
+
+    With no ``--simulate`` and no NVIDIA driver, a GPU device (an index or a
+    MIG UUID) means the same simulated GPU every other command falls back to;
+    the choice is printed and kept on the context so telemetry agrees.
+    """
+    import os
+
+    from migperf.nvml import FALLBACK_MODEL, SIMULATE_ENV
+
+    st = state(ctx)
+    spec = st.simulate or os.environ.get(SIMULATE_ENV) or None
+    if spec or (device or "").strip().lower() in ("", "cpu", "auto"):
+        return spec  # auto and cpu measure this host's CPU, honestly not a GPU
+    from migperf.errors import NvmlUnavailableError
+    from migperf.nvml import open_nvml
+
+    try:
+        open_nvml(None, allow_fallback=False, read_only=True).shutdown()
+        return None
+    except NvmlUnavailableError as exc:
+        stderr().print(
+            f"NOTE: {exc.message}; using a simulated {FALLBACK_MODEL} instead "
+            f"(as `--simulate {FALLBACK_MODEL}` would).",
+            soft_wrap=True,
+            markup=False,
+        )
+        st.simulate = FALLBACK_MODEL
+        return FALLBACK_MODEL
 
 
 def report_error(exc: MigperfError) -> None:

@@ -14,7 +14,7 @@ import typer
 
 from migperf.bench.workloads import workload_names
 from migperf.cli import bench_scenarios as sc
-from migperf.cli._common import print_json, state, stderr, stdout
+from migperf.cli._common import print_json, simulate_or_fallback, state, stderr, stdout
 from migperf.cli._telemetry import DcgmUrlOpt, TelemetryIntervalOpt, TelemetryOpt
 from migperf.cli.bench_common import (
     TIMEOUT_MARGIN_S,
@@ -262,7 +262,7 @@ def _bench(
             hint=f"run `migperf bench {info.tasks[0]} --model {info.name}`",
         )
     sizes = parse_batch_sizes(batch_size)
-    simulate = state(ctx).simulate
+    simulate = simulate_or_fallback(ctx, device)
     selection = resolve_device(device, simulated=bool(simulate))
     spec = parse_spec(
         {

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from migperf.bench.scenario_spec import DEFAULT_LATENCY_TARGET_MS
-from migperf.cli._common import print_json, state, stderr, stdout
+from migperf.cli._common import print_json, simulate_or_fallback, state, stderr, stdout
 from migperf.cli.bench_common import (
     TIMEOUT_MARGIN_S,
     Fault,
@@ -281,7 +281,7 @@ def run_scenario_command(
                 hint=f"drop {_FLAGS[key]}",
             )
     sizes = parse_batch_sizes(plain["batch_size"])
-    simulate = state(ctx).simulate
+    simulate = simulate_or_fallback(ctx, plain["device"])
     selection = resolve_device(plain["device"], simulated=bool(simulate))
     log_root = Path(opts["log_dir"] or DEFAULT_LOG_ROOT).expanduser().resolve()
     scenario: dict[str, Any] = {

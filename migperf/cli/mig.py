@@ -235,9 +235,13 @@ ModelOption = Annotated[
 ]
 
 
-def _geometry_and_name(
-    ctx: typer.Context, model: str | None, gpu: int | None
-) -> tuple[object, str]:
+def _targets(ctx: typer.Context, model: str | None, gpu: int | None) -> list[tuple[object, str]]:
+    """The geometries to plan on, each with where it came from.
+
+    ``--model``: that model. ``--gpu N``: that GPU. Neither: every MIG-capable GPU
+    of this machine, one target per distinct GPU model (``GPUs 0-7 (NVIDIA ...)``),
+    since GPUs of one model share one geometry.
+    """
     from migperf.errors import UsageError
     from migperf.mig.solver import MigGeometry
     from migperf.nvml.catalog import get_model
@@ -248,14 +252,47 @@ def _geometry_and_name(
                 "--model and --gpu are exclusive",
                 hint="plan for a model, or for a GPU of this machine",
             )
-        geometry = MigGeometry.for_model(model)
-        return geometry, get_model(model).name
+        return [(MigGeometry.for_model(model), get_model(model).name)]
     with open_for_reading(ctx) as nvml:
-        index = gpu_indices(nvml, gpu if gpu is not None else 0)[0]
-        info = nvml.gpu(index)
-        return MigGeometry.from_profiles(
-            nvml.gpu_instance_profiles(index)
-        ), f"GPU {index} ({info.name})"
+        groups: dict[str, tuple[object, list[int]]] = {}
+        skipped: list[str] = []
+        for index in gpu_indices(nvml, gpu):
+            info = nvml.gpu(index)
+            if gpu is None and not info.mig_capable:
+                skipped.append(f"GPU {index} ({info.name})")
+                continue
+            if info.name not in groups:
+                groups[info.name] = (MigGeometry.from_profiles(nvml.gpu_instance_profiles(index)), [])
+            groups[info.name][1].append(index)
+    if not groups:
+        raise MigNotSupportedError(
+            f"no GPU of this machine supports MIG ({', '.join(skipped) or 'no GPUs'})",
+            hint="plan for a model without a GPU with --model, e.g. --model h100-80gb",
+        )
+    out = []
+    for name, (geometry, indices) in groups.items():
+        label = f"GPU {indices[0]}" if len(indices) == 1 else f"GPUs {_ranges(indices)}"
+        out.append((geometry, f"{label} ({name})"))
+    return out
+
+
+def _ranges(indices: list[int]) -> str:
+    """``[0, 1, 2, 5]`` -> ``0-2,5``."""
+    parts: list[str] = []
+    start = prev = indices[0]
+    for i in [*indices[1:], None]:
+        if i is not None and i == prev + 1:
+            prev = i
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if i is not None:
+            start = prev = i
+    return ",".join(parts)
+
+
+def _one_or_list(items: list[dict[str, object]], single: bool) -> object:
+    """JSON shape by the flags, never by the machine: one object for --gpu/--model, else a list."""
+    return items[0] if single else items
 
 
 @app.command("check")
@@ -266,16 +303,23 @@ def check(
     model: ModelOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Check that a layout fits an empty GPU and show where each instance would go. Changes nothing."""
+    """Check that a layout fits an empty GPU and show where each instance would go. Changes nothing.
+
+    Without --gpu or --model every GPU model of this machine is checked; --json
+    then prints a list (one object per GPU model), with --gpu/--model one object.
+    """
     from migperf.errors import InsufficientResourcesError
     from migperf.mig.solver import MigGeometry, check_layout
 
-    geometry, where = _geometry_and_name(ctx, model, gpu)
-    assert isinstance(geometry, MigGeometry)
-    resolved = geometry.resolve(layout)
-    result = check_layout(resolved, geometry)
-    if as_json:
-        print_json(
+    targets = _targets(ctx, model, gpu)
+    docs: list[dict[str, object]] = []
+    failures: list[tuple[str, object]] = []
+    lines: list[str] = []
+    for geometry, where in targets:
+        assert isinstance(geometry, MigGeometry)
+        resolved = geometry.resolve(layout)
+        result = check_layout(resolved, geometry)
+        docs.append(
             {
                 "layout": str(resolved),
                 "target": where,
@@ -292,15 +336,23 @@ def check(
                 ],
             }
         )
-        if not result.ok:
+        if result.ok:
+            assert result.solution is not None
+            lines.append(f"{resolved} fits {where} as: {result.solution}")
+        else:
+            failures.append((f"{resolved} does not fit {where}: {result.reason}", result.hint))
+    if as_json:
+        print_json(_one_or_list(docs, gpu is not None or model is not None))
+        if failures:
             raise typer.Exit(1)
         return
-    if not result.ok:
-        raise InsufficientResourcesError(
-            f"{resolved} does not fit {where}: {result.reason}", hint=result.hint
-        )
-    assert result.solution is not None
-    stdout().print(f"{resolved} fits {where} as: {result.solution}")
+    console = stdout()
+    for line in lines:
+        console.print(line)
+    if failures:
+        message = "; ".join(m for m, _ in failures)
+        hint = failures[0][1]
+        raise InsufficientResourcesError(message, hint=hint if isinstance(hint, str) else "")
 
 
 @app.command("layouts")
@@ -316,20 +368,29 @@ def layouts(
     ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Every maximal layout of a GPU (no further instance fits), with a count."""
+    """Every maximal layout of a GPU (no further instance fits), with a count.
+
+    Without --gpu or --model: every GPU model of this machine; --json then prints
+    a list (one object per GPU model), with --gpu/--model one object.
+    """
     from migperf.mig.solver import MigGeometry, enumerate_maximal_layouts
 
-    geometry, where = _geometry_and_name(ctx, model, gpu)
-    assert isinstance(geometry, MigGeometry)
-    found = enumerate_maximal_layouts(geometry, include_me_variants=variants)
+    docs: list[dict[str, object]] = []
+    for geometry, where in _targets(ctx, model, gpu):
+        assert isinstance(geometry, MigGeometry)
+        found = enumerate_maximal_layouts(geometry, include_me_variants=variants)
+        docs.append({"target": where, "count": len(found), "layouts": [str(x) for x in found]})
     if as_json:
-        print_json({"target": where, "count": len(found), "layouts": [str(x) for x in found]})
+        print_json(_one_or_list(docs, gpu is not None or model is not None))
         return
     console = stdout()
     kind = "" if variants else " (without +me/-me/+gfx variants; --variants adds them)"
-    console.print(f"{len(found)} maximal layouts for {where}{kind}:")
-    for x in found:
-        console.print(f"  {x}")
+    for doc in docs:
+        found_names = doc["layouts"]
+        assert isinstance(found_names, list)
+        console.print(f"{doc['count']} maximal layouts for {doc['target']}{kind}:")
+        for x in found_names:
+            console.print(f"  {x}")
 
 
 app.command("apply")(mig_change.apply)

@@ -29,7 +29,6 @@ def report_command(
         list[str] | None,
         typer.Option(
             "--filter",
-            "-f",
             metavar="KEY=VALUE",
             help="Only runs whose column KEY is VALUE (repeatable; a repeated KEY means any "
             "of its values), e.g. workload=resnet50, profile=1g.10gb, sharing=mps, status=ok.",

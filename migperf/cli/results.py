@@ -155,6 +155,13 @@ def results_show(
             f"the percentile needs for a 95 % interval ({need}); raise stop.min_iterations or "
             "stop.min_duration_s.",
         )
+    if "unstable" in frame.columns and (frame["unstable"] == 1.0).any():
+        n = int((frame["unstable"] == 1.0).sum())
+        stdout().print(
+            f"* unstable ({n} run(s)): the run's three measurement windows disagreed by more than "
+            "10 % in throughput (host contention, clocks, thermals); rerun those on a quiet machine "
+            "(`migperf run CONFIG --rerun`) before trusting them.",
+        )
     hidden = [SHOW_COLUMNS[c] for c in _present(frame, all_attempts) if c not in shown]
     if hidden and not wide and not columns:
         stdout().print(f"more columns with --wide: {', '.join(hidden)}")
@@ -198,6 +205,8 @@ def _cell(col: str, row: Any) -> str:
         executed = decode_params(row.get("params")).get("precision_executed")
         if executed and executed != value:
             return f"{value}→{executed}"  # asked, then what the CPU ran
+    if col == "status" and row.get("unstable") == 1.0:
+        return f"{value}*"  # see the footnote: its windows disagreed
     if col == "profile" and _isnan(value):
         return "gpu"  # the whole GPU (MIG off or no MIG)
     if col == "seq_len" and not str(row.get("workload") or "").startswith(_LANGUAGE):
@@ -325,9 +334,14 @@ def _isnan(v: Any) -> bool:
 
 @results_app.command("export")
 def results_export(
-    out: Annotated[Path, typer.Argument(help="Output file.")],
+    out: Annotated[Path, typer.Argument(help="Output file: .csv, .json or .parquet.")],
     results: ResultsOption = DEFAULT_RESULTS,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="csv, parquet or json.")] = "csv",
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format", help="csv, parquet or json (default: from OUT's extension: .csv, .json, .parquet)."
+        ),
+    ] = None,
     tidy: Annotated[
         bool, typer.Option("--tidy", help="One row per run x metric instead of one per run.")
     ] = False,

@@ -89,7 +89,11 @@ def run_command(
     st = state(ctx)
     err = stderr()
     t0 = time.monotonic()
-    with open_executor(where, simulate=st.simulate, read_only=st.read_only) as ex:
+    from migperf.experiments.fallback import simulated_machine_for
+
+    with open_executor(
+        where, simulate=st.simulate, read_only=st.read_only, fallback=simulated_machine_for(cfg)
+    ) as ex:
         for note in ex.notes:
             err.print(f"NOTE: {note}", soft_wrap=True, markup=False)
         plan = ex.plan(cfg, str(config), dry_run=dry_run)
@@ -390,10 +394,11 @@ def check_config(
 ) -> None:
     """Validate a config against this machine's GPUs and print its plan. Changes nothing."""
     from migperf.experiments.config import load_config
+    from migperf.experiments.fallback import simulated_machine_for
     from migperf.experiments.planning import plan_experiment
 
     cfg = load_config(config)
-    with open_for_reading(ctx) as nvml:
+    with open_for_reading(ctx, fallback=simulated_machine_for(cfg)) as nvml:
         plan = plan_experiment(nvml, cfg, str(config))
     stdout().print(
         f"{config}: valid; {len(plan.runs)} run(s), estimated {plan.estimated_duration_s() / 60:.1f} min"

@@ -377,6 +377,23 @@ class ExperimentConfig(StrictModel):
     # builds each model once) or `fresh` (a new process per run). Not part of
     # the config hash either: both measure the same runs; each result says which.
     workers: Literal["warm", "fresh"] = "warm"
+    # The simulated machine (a `--simulate` spec) to run on when this machine
+    # has no NVIDIA driver; default: the GPU model the layouts' profile names
+    # belong to. Not part of the config hash: on a GPU it changes nothing.
+    simulate: str | None = None
+
+    @field_validator("simulate")
+    @classmethod
+    def _known_machine(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from migperf.nvml.sim.state import parse_machine_spec
+
+        try:
+            parse_machine_spec(v)
+        except UsageError as exc:
+            raise ValueError(f"{exc.message.removeprefix('--simulate ')}; {exc.hint}") from None
+        return v
 
     @field_validator("executor")
     @classmethod
@@ -416,8 +433,10 @@ class ExperimentConfig(StrictModel):
         return self
 
     def config_hash(self) -> str:
-        """A stable hash of what is measured (name, description, executor and workers excluded)."""
-        data = self.model_dump(mode="json", exclude={"name", "description", "executor", "workers"})
+        """A stable hash of what is measured (name, description, executor, workers and simulate excluded)."""
+        data = self.model_dump(
+            mode="json", exclude={"name", "description", "executor", "workers", "simulate"}
+        )
         # Fields added after the first release hash only when set, so stores
         # written before them still resume.
         if data.get("sharing") == [

@@ -45,14 +45,19 @@ class LocalExecutor(Executor[ExperimentPlan]):
         nvml: Nvml | None = None,
         simulate: str | None = None,
         read_only: bool | None = None,
+        fallback: str | None = None,
         **options: Any,
     ) -> LocalExecutor:
-        """This machine's executor; opens NVML (with the simulator fallback) unless given one."""
+        """This machine's executor; opens NVML (with the simulator fallback) unless given one.
+
+        ``fallback`` is the simulated machine to use when there is no driver
+        (see :func:`migperf.experiments.fallback.simulated_machine_for`).
+        """
         if nvml is not None:
             return cls(nvml, **options)
         from migperf.nvml import open_nvml
 
-        opened = open_nvml(simulate, allow_fallback=True, read_only=read_only)
+        opened = open_nvml(simulate, allow_fallback=True, read_only=read_only, fallback=fallback)
         return cls(opened, owns_nvml=True, **options)
 
     def plan(

@@ -246,6 +246,13 @@ def metrics_of(result: Any) -> Metrics:
         out["latency_mean_ci_high_ms"] = (lat.mean_ci_high, "ms")
         for q, p in (lat.percentiles or {}).items():
             out[f"latency_{q}_ms"] = (p.value, "ms")
+    stability = getattr(result, "stability", None)
+    windows = list(getattr(stability, "window_samples_per_s", None) or [])
+    if stability is not None and stability.stable is not None and len(windows) >= 2 and min(windows) > 0:
+        # Host contention shows as windows that disagree; flag it where the
+        # numbers are read (results show, report), not only in `bench`.
+        out["window_spread"] = (max(windows) / min(windows) - 1.0, "ratio")
+        out["unstable"] = (0.0 if stability.stable else 1.0, "flag")
     for name in ("peak_memory_mib", "peak_reserved_mib", "host_peak_rss_mib"):
         value = getattr(result, name, None)
         if value is not None:

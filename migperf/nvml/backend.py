@@ -31,6 +31,7 @@ def open_nvml(
     *,
     allow_fallback: bool = False,
     read_only: bool | None = None,
+    fallback: str | None = None,
 ) -> Nvml:
     """Open NVML on this machine, real or simulated, initialised.
 
@@ -41,6 +42,8 @@ def open_nvml(
             ``a100-40gb`` instead of failing. Only read-only and benchmark
             commands pass True; commands that change a GPU never fall back.
         read_only: Refuse every change to a GPU. None means ``MIGPERF_READ_ONLY``.
+        fallback: The simulated machine to fall back to (default
+            :data:`FALLBACK_MODEL`); an experiment passes the one its layouts need.
 
     Raises:
         NvmlUnavailableError: no driver and no fallback allowed.
@@ -65,7 +68,8 @@ def open_nvml(
             raise
         from migperf.nvml.sim import simulated_pynvml
 
-        reason = f"{exc.message}; using a simulated {FALLBACK_MODEL} instead"
+        machine = fallback or FALLBACK_MODEL
+        reason = f"{exc.message}; using a simulated {machine} instead (as `--simulate {machine}` would)"
         return Nvml(
-            simulated_pynvml(FALLBACK_MODEL), simulated=True, read_only=ro, fallback_reason=reason
+            simulated_pynvml(machine), simulated=True, read_only=ro, fallback_reason=reason
         ).init()

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from migperf import errors
+from migperf.nvml.backend import FALLBACK_MODEL
 
 T = TypeVar("T")
 S = TypeVar("S", bound="NvmlSession")
@@ -100,7 +101,7 @@ class NvmlSession:
             return errors.NvmlUnavailableError(
                 f"cannot {what}: the NVIDIA driver is not available ({reason})",
                 hint="install the NVIDIA driver (nvidia-smi must work), or use "
-                "`migperf --simulate a100-80gb ...` to run on a simulated GPU",
+                f"`migperf --simulate {FALLBACK_MODEL} ...` to run on a simulated GPU",
             )
         if isinstance(exc, n.NVMLError_NoPermission):
             return errors.NvmlPermissionError(

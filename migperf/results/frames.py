@@ -86,16 +86,52 @@ def load(
     return runs.join(metrics).reset_index()
 
 
+#: File extensions and the export format each one means.
+EXPORT_SUFFIXES = {".csv": "csv", ".json": "json", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def export_format(out: Path | str, fmt: str | None) -> str:
+    """The export format for ``out``: ``fmt`` if given, else the one its extension names.
+
+    Raises:
+        UsageError: the extension names no format and none was given, or it
+            names a different one than ``fmt`` (``out.json`` with ``--format csv``
+            would write CSV into a file every tool opens as JSON).
+    """
+    suffix = Path(out).suffix.lower()
+    implied = EXPORT_SUFFIXES.get(suffix)
+    if fmt is None:
+        if implied is None:
+            raise UsageError(
+                f"cannot tell the export format of {out} from its extension"
+                + (f" ({suffix} is not one migperf writes)" if suffix else ""),
+                hint="name the file .csv, .json or .parquet, or pass --format csv|json|parquet",
+            )
+        return implied
+    fmt = fmt.lower()
+    if fmt not in ("csv", "json", "parquet"):
+        raise UsageError(f"unknown export format {fmt!r}", hint="use csv, parquet or json")
+    if implied is not None and implied != fmt:
+        raise UsageError(
+            f"--format {fmt} but {out} is named as a {implied} file",
+            hint=f"name the file {'.' + fmt}, or drop --format to write {implied}",
+        )
+    return fmt
+
+
 def export(
     path: Path | str,
     out: Path,
-    fmt: str,
+    fmt: str | None = None,
     *,
     wide: bool = True,
     all_attempts: bool = False,
     **filters: Any,
 ) -> int:
     """Write the results to ``out`` as csv, parquet or json; returns the row count.
+
+    The format is ``fmt``, or the one ``out``'s extension names (see
+    :func:`export_format`).
 
     The file is written next to ``out`` under a temporary name and renamed into
     place, so a failed export leaves nothing behind and never half-overwrites
@@ -106,10 +142,9 @@ def export(
             a folder, its folder does not exist, or it cannot be written there.
         MigperfError: the store cannot be read (see :func:`load`).
     """
-    if fmt not in ("csv", "json", "parquet"):
-        raise UsageError(f"unknown export format {fmt!r}", hint="use csv, parquet or json")
     out = Path(out)
     check_output_file(out)
+    fmt = export_format(out, fmt)
     frame = load(path, wide=wide, all_attempts=all_attempts, **filters)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:

@@ -157,3 +157,17 @@ def test_stability_flags_a_shifted_window() -> None:
     assert shifted.reason and "30% spread" in shifted.reason
     few = assess_stability([10.0] * 5, samples_per_iteration=1)
     assert few.stable is None and "too few iterations" in (few.reason or "")
+
+
+def test_mean_interval_of_a_latency_never_reaches_below_zero() -> None:
+    # Seen in a report: "238.4 [-27.74, 504.5]" from three skewed latencies.
+    s = summarize([20.0, 25.0, 670.0])
+    assert s.mean_ci_low is not None and s.mean_ci_high is not None
+    assert s.mean_ci_method == "bootstrap"
+    assert 20.0 <= s.mean_ci_low <= s.mean <= s.mean_ci_high <= 670.0
+    assert summarize([20.0, 25.0, 670.0]).mean_ci_low == s.mean_ci_low  # seeded: reproducible
+
+
+def test_well_behaved_samples_keep_the_t_interval() -> None:
+    s = summarize([10.0, 10.5, 9.8, 10.2, 10.1, 9.9])
+    assert s.mean_ci_method == "t" and s.mean_ci_low is not None and s.mean_ci_low > 9.5

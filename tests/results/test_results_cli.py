@@ -194,3 +194,71 @@ def test_a_write_that_fails_midway_leaves_nothing_and_the_old_file_intact(
     assert out.read_text() == "yesterday's export\n"
     # No temporary file left behind (the store's own WAL files aside).
     assert [f for f in _files(tmp_path) if not f.startswith("r.db")] == ["o.csv"]
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt", "first"),
+    [("o.json", None, "["), ("o.csv", None, "run_id,run_key,"), ("o.CSV", None, "run_id,run_key,"), ("o.txt", "json", "[")],
+)
+def test_export_format_follows_the_file_name(
+    store: Path, tmp_path: Path, name: str, fmt: str | None, first: str
+) -> None:
+    out = tmp_path / name
+    code, _ = invoke("results", "export", str(out), "--results", str(store), *(["--format", fmt] if fmt else []))
+    assert code == 0
+    text = out.read_text()
+    assert text.lstrip().startswith(first)
+    if first == "[":
+        assert len(json.loads(text)) == 2  # strict JSON, one object per run
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt", "message"),
+    [
+        ("o.xlsx", None, "cannot tell the export format of"),
+        ("o", None, "cannot tell the export format of"),
+        ("o.json", "csv", "--format csv but"),
+        ("o.csv", "xml", "unknown export format 'xml'"),
+    ],
+)
+def test_export_refuses_a_format_it_would_not_write(
+    store: Path, tmp_path: Path, name: str, fmt: str | None, message: str
+) -> None:
+    # Before: out.json and out.xlsx silently got CSV.
+    out = tmp_path / name
+    code, text = invoke("results", "export", str(out), "--results", str(store), *(["--format", fmt] if fmt else []))
+    assert code == 2 and message in text.replace("\n", " ") and "HINT:" in text
+    assert not out.exists() and _files(tmp_path) == ["r.db"]
+
+
+def test_an_unstable_run_is_flagged_where_its_numbers_are_read(tmp_path: Path) -> None:
+    # bench said "unstable"; results show and the report did not (#24).
+    from migperf.experiments.records import metrics_of
+    from migperf.report.page import build_report
+
+    class _Stab:
+        stable = False
+        window_samples_per_s = [100.0, 60.0, 98.0]
+
+    class _Result:
+        throughput = latency_ms = timing = scenario = telemetry = None
+        stability = _Stab()
+
+    metrics = metrics_of(_Result())
+    assert metrics["unstable"] == (1.0, "flag") and round(metrics["window_spread"][0], 3) == 0.667
+    db = tmp_path / "u.db"
+    with ResultsStore(db) as s:
+        for key, flag in (("a", 1.0), ("b", 0.0)):
+            s.record(
+                RunRecord(
+                    run_key=key, experiment="exp", config_hash="h", status="ok",
+                    started_unix=1_700_000_000.0, workload="gemm", batch_size=1 if key == "a" else 2,
+                    metrics={"samples_per_s": (5.0, "1/s"), "unstable": (flag, "flag")},
+                )
+            )
+    code, out = invoke("results", "show", "--results", str(db))
+    assert code == 0 and "ok*" in out and "* unstable (1 run(s))" in out.replace("\n", " ")
+    report = build_report(db, tmp_path / "rep", {})
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert md.count("ok (unstable)") == 1
+    assert report is not None

@@ -71,9 +71,13 @@ class RayExecutor(Executor[ClusterPlan]):
         nvml: Nvml | None = None,
         simulate: str | None = None,
         read_only: bool | None = None,
+        fallback: str | None = None,
         **options: Any,
     ) -> RayExecutor:
         """The executor for the cluster at ``address`` (``nvml`` is not used: each node opens its own).
+
+        ``fallback`` is not used either: a cluster node never falls back to a
+        simulated GPU unless ``simulate`` (or its ``MIGPERF_SIMULATE``) says so.
 
         Raises:
             UsageError: Ray is not installed.
