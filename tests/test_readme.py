@@ -91,7 +91,28 @@ EXAMPLES: dict[str, Example] = {
     "migperf bench infer --model resnet50 --device MIG-<uuid> --scenario server --qps 200 --slo-ms 50": Example("gpu"),
     "migperf bench infer --model resnet50 --device MIG-<uuid> --scenario server --find-max-qps --slo-ms 50 -b 8": Example("gpu"),
     "migperf bench infer --model bert-base --scenario closed-loop --concurrency 16 -b 16": Example("gpu"),
+    # A time budget: PyTorch alone (the full matrix is in tests/compat).
+    "migperf compat": Example(extra=("-F", "pytorch", "--no-store"), timeout=180),
+    "migperf compat --device MIG-<uuid> -F pytorch,jax --json": Example("gpu"),
+    "migperf --simulate a100-40gb compat -F pytorch,onnxruntime,jax,tensorflow,http-torchscript --no-store": Example(
+        timeout=180
+    ),
+    'migperf --simulate a100-80gb mig apply "3g.40gb,2g.20gb,1g.10gb*2"': Example(),
+    "migperf --simulate a100-80gb sim exec -- nvitop --once": Example(),
+    "migperf --simulate h100-80gb:2 sim exec -- gpustat --json": Example(),
+    "migperf --simulate a100-80gb:2 sim exec -- python my_monitor.py": Example(),
 }
+
+#: The README's own monitoring program for `sim exec -- python my_monitor.py`.
+MY_MONITOR = """\
+import pynvml
+
+pynvml.nvmlInit()
+for i in range(pynvml.nvmlDeviceGetCount()):
+    h = pynvml.nvmlDeviceGetHandleByIndex(i)
+    print(i, pynvml.nvmlDeviceGetName(h), pynvml.nvmlDeviceGetMemoryInfo(h).total // 2**20, "MiB")
+pynvml.nvmlShutdown()
+"""
 
 
 def readme_examples() -> list[tuple[int, str, str]]:
@@ -182,6 +203,7 @@ class Sandbox:
         (root / "readme-a.yaml").write_text(TINY.format(tag="a", batch=1))
         (root / "readme-b.yaml").write_text(TINY.format(tag="b", batch=2))
         (root / "mig-parted.yaml").write_text(MIG_PARTED)
+        (root / "my_monitor.py").write_text(MY_MONITOR)
         shutil.copy(ROOT / "configs" / "demand-example.yaml", root / "demand.yaml")
         self.env = {
             **os.environ,
