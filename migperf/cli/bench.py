@@ -8,6 +8,7 @@ imported here; they load in the worker processes only.
 from __future__ import annotations
 
 from enum import Enum
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -24,6 +25,7 @@ from migperf.cli.bench_common import (
     parse_model_args,
     raise_if_failed,
     run_with_progress,
+    store_and_say,
 )
 from migperf.errors import UsageError
 
@@ -41,6 +43,17 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+
+
+BenchResultsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--results",
+        help="Also store each result in this results store, as `migperf run` does "
+        "(`results show`, `report`, `compare` and `plan` read it).",
+        show_default=False,
+    ),
+]
 
 
 class PrecisionChoice(str, Enum):
@@ -163,6 +176,7 @@ def train(
     telemetry: TelemetryOpt = None,
     telemetry_interval_ms: TelemetryIntervalOpt = 100.0,
     dcgm_url: DcgmUrlOpt = None,
+    results: BenchResultsOpt = None,
 ) -> None:
     """Training: forward, loss, backward, optimizer step (SGD for vision, AdamW for language)."""
     _bench(ctx, "train", **locals_but_ctx(locals()))
@@ -190,6 +204,7 @@ def infer(
     telemetry: TelemetryOpt = None,
     telemetry_interval_ms: TelemetryIntervalOpt = 100.0,
     dcgm_url: DcgmUrlOpt = None,
+    results: BenchResultsOpt = None,
     scenario: sc.ScenarioOpt = None,
     qps: sc.QpsOpt = None,
     slo_ms: sc.SloOpt = None,
@@ -249,6 +264,7 @@ def _bench(
     telemetry: bool | None = None,
     telemetry_interval_ms: float = 100.0,
     dcgm_url: str | None = None,
+    results: Path | None = None,
 ) -> None:
     from migperf.bench.device import resolve_device
     from migperf.bench.series import parse_batch_sizes
@@ -302,14 +318,16 @@ def _bench(
         interval_ms=telemetry_interval_ms,
         dcgm_url=dcgm_url,
     ) as monitor:
-        results = run_with_progress(spec, sizes, repeats, selection.env(), timeout_s, monitor)
+        measured = run_with_progress(spec, sizes, repeats, selection.env(), timeout_s, monitor)
 
+    if results is not None:
+        store_and_say(results, measured, device=device, simulate=simulate, repeats=repeats)
     if as_json:
-        print_json([r.to_dict() for r in results])
+        print_json([r.to_dict() for r in measured])
     else:
-        _print_tables(results, spec, selection.label, repeats)
-        print_telemetry(results, repeats)
-    raise_if_failed(results)
+        _print_tables(measured, spec, selection.label, repeats)
+        print_telemetry(measured, repeats)
+    raise_if_failed(measured)
 
 
 # --- human output -------------------------------------------------------------

@@ -13,6 +13,7 @@ import math
 import os
 from collections.abc import Mapping
 from enum import Enum
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from migperf.cli._common import stderr
@@ -31,6 +32,7 @@ __all__ = [
     "parse_model_args",
     "raise_if_failed",
     "run_with_progress",
+    "store_and_say",
 ]
 
 #: Seconds a worker gets beyond --max-duration for start-up, model build and warmup.
@@ -161,3 +163,13 @@ def run_with_progress(
             on_start=on_start,
             on_result=on_result,
         )
+
+
+def store_and_say(
+    path: Path, results: list[WorkerResult], *, device: str | None, simulate: str | None, repeats: int
+) -> None:
+    """``--results``: store the results like ``migperf run`` and say where (stderr)."""
+    from migperf.cli.bench_store import store_bench_results
+
+    n = store_bench_results(path, results, device=device, simulate=simulate, repeats=repeats)
+    stderr().print(f"stored {n} result(s) in {path} (experiment 'bench'; `migperf results show --results {path}`)", soft_wrap=True, markup=False)

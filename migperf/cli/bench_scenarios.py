@@ -26,6 +26,7 @@ from migperf.cli.bench_common import (
     parse_model_args,
     raise_if_failed,
     run_with_progress,
+    store_and_say,
 )
 from migperf.errors import UsageError
 
@@ -352,6 +353,10 @@ def run_scenario_command(
             spec, sizes, plain["repeats"], selection.env(), timeout_s, monitor
         )
 
+    if plain.get("results") is not None:
+        store_and_say(
+            plain["results"], results, device=plain["device"], simulate=simulate, repeats=plain["repeats"]
+        )
     if plain["as_json"]:
         print_json([r.to_dict() for r in results])
     else:
