@@ -46,8 +46,16 @@ def _where(device: str | None, simulate: str | None) -> dict[str, Any]:
                 mig_on = bool(info.mig_mode and info.mig_mode.current)
                 layout = None
                 if mig_on:
-                    layout = ",".join(d.name.rsplit(" ", 1)[-1] for d in nvml.mig_devices(g)) or None
-                return {**out, "gpu_index": g, "gpu_name": info.name, "gpu_uuid": info.uuid, "layout": layout}
+                    layout = (
+                        ",".join(d.name.rsplit(" ", 1)[-1] for d in nvml.mig_devices(g)) or None
+                    )
+                return {
+                    **out,
+                    "gpu_index": g,
+                    "gpu_name": info.name,
+                    "gpu_uuid": info.uuid,
+                    "layout": layout,
+                }
             if text.startswith("MIG-") and info.mig_mode and info.mig_mode.current:
                 devices = nvml.mig_devices(g)
                 for d in devices:
@@ -90,9 +98,18 @@ def store_bench_results(
             spec = dict(data.get("spec") or {})
             # What was measured, without the run-local fields: the same bench
             # on the same device is the same run (a new attempt next time).
-            for key in ("seed", "device_label", "expect_device", "inject_crash", "inject_hang", "inject_oom"):
+            for key in (
+                "seed",
+                "device_label",
+                "expect_device",
+                "inject_crash",
+                "inject_hang",
+                "inject_oom",
+            ):
                 spec.pop(key, None)
-            config_hash = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+            config_hash = hashlib.sha256(
+                json.dumps(spec, sort_keys=True, default=str).encode()
+            ).hexdigest()[:16]
             repeat = i % max(repeats, 1)
             run_key = f"{config_hash}:{device or 'auto'}:{r.batch_size}:{repeat}"
             latest = store.latest_attempts(config_hash).get(run_key)
@@ -124,7 +141,9 @@ def store_bench_results(
                 environment=env,
                 result=data,
                 metrics=metrics_of(r),
-                samples={"latency_ms": list(r.latency_samples_ms)} if r.latency_samples_ms else None,
+                samples={"latency_ms": list(r.latency_samples_ms)}
+                if r.latency_samples_ms
+                else None,
                 telemetry=data.get("telemetry"),
                 attempt=(latest[0] + 1) if latest else 1,
             )

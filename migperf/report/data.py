@@ -284,6 +284,9 @@ def load_report_data(
 
     p = Path(path)
     wide = load(p, wide=True)
+    if wide.empty and not chosen_or_none(filters) and _has_compat(p):
+        # A store that holds only `migperf compat` matrices: a report of those.
+        return ReportData(path=p, runs=enrich(wide, {}), raw=wide, filters={})
     if wide.empty:
         raise UsageError(
             f"the results store {p} holds no runs",
@@ -311,6 +314,19 @@ def load_report_data(
     runs = runs.reset_index(drop=True)
     raw = wide[wide["run_id"].isin(runs["run_id"])].reset_index(drop=True)
     return ReportData(path=p, runs=runs, raw=raw, filters=chosen)
+
+
+def chosen_or_none(filters: Mapping[str, Sequence[str]] | None) -> bool:
+    """Whether any filter was given."""
+    return bool(filters) and any(filters.values())  # type: ignore[union-attr]
+
+
+def _has_compat(p: Path) -> bool:
+    from migperf.results.compat import compat_sessions
+    from migperf.results.store import ResultsStore
+
+    with ResultsStore(p, read_only=True) as store:
+        return bool(compat_sessions(store))
 
 
 def provenance(rows: pd.DataFrame) -> str:

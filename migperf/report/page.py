@@ -97,7 +97,8 @@ def build_report(
     out = Path(out_dir)
     # Before the (slow) plots: a folder we may not write into is refused at once.
     check_report_folder(out)
-    families = draw_all(data)
+    # A store of `migperf compat` matrices only has no runs to plot.
+    families = draw_all(data) if not data.runs.empty else []
     plots_dir = out / "plots"
     written: list[Path] = []
     try:
@@ -233,6 +234,11 @@ def _overview(data: ReportData) -> list[tuple[str, str]]:
             f"{time.strftime(fmt, time.localtime(min(started or finished)))} to "
             f"{time.strftime(fmt, time.localtime(max(finished)))}"
         )
+    if runs.empty:
+        return [
+            ("results store", str(data.path)),
+            ("runs", "none: this store holds framework compatibility matrices only"),
+        ]
     rows = [
         ("results store", str(data.path)),
         ("runs", f"{len(runs)} ({_status_counts(data)})"),

@@ -23,11 +23,29 @@ def _mig_uuid() -> str:
     return str(json.loads(out)[0]["instances"][0]["compute_instances"][0]["mig_uuid"])
 
 
-def test_bench_results_are_stored_with_their_slice_and_a_rerun_is_a_new_attempt(tmp_path: Path) -> None:
+def test_bench_results_are_stored_with_their_slice_and_a_rerun_is_a_new_attempt(
+    tmp_path: Path,
+) -> None:
     uuid = _mig_uuid()
     db = tmp_path / "b.db"
-    args = ("--simulate", "a100-40gb", "bench", "infer", "--model", "gemm", "--model-arg", "n=32",
-            "--device", uuid, "--min-iterations", "2", "--min-duration", "0", "--max-duration", "0.3")
+    args = (
+        "--simulate",
+        "a100-40gb",
+        "bench",
+        "infer",
+        "--model",
+        "gemm",
+        "--model-arg",
+        "n=32",
+        "--device",
+        uuid,
+        "--min-iterations",
+        "2",
+        "--min-duration",
+        "0",
+        "--max-duration",
+        "0.3",
+    )
     for _ in range(2):
         code, out = invoke(*args, "--results", str(db))
         assert code == 0, out
@@ -36,7 +54,10 @@ def test_bench_results_are_stored_with_their_slice_and_a_rerun_is_a_new_attempt(
     assert sorted(frame["attempt"]) == [1, 2]
     row = load(db, wide=True).iloc[0]  # the latest attempt
     assert (row["experiment"], row["profile"], row["gpu_name"], row["layout"]) == (
-        "bench", "3g.20gb", "NVIDIA A100-SXM4-40GB", "3g.20gb",
+        "bench",
+        "3g.20gb",
+        "NVIDIA A100-SXM4-40GB",
+        "3g.20gb",
     )
     assert bool(row["simulated"]) and row["samples_per_s"] > 0
     code, out = invoke("results", "show", "--results", str(db))
@@ -45,7 +66,23 @@ def test_bench_results_are_stored_with_their_slice_and_a_rerun_is_a_new_attempt(
 
 def test_without_results_nothing_is_written(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.chdir(tmp_path)
-    code, out = invoke("--simulate", "a100-40gb", "bench", "infer", "--model", "gemm", "--model-arg", "n=32",
-                       "--device", "cpu", "--min-iterations", "2", "--min-duration", "0", "--max-duration", "0.3")
+    code, out = invoke(
+        "--simulate",
+        "a100-40gb",
+        "bench",
+        "infer",
+        "--model",
+        "gemm",
+        "--model-arg",
+        "n=32",
+        "--device",
+        "cpu",
+        "--min-iterations",
+        "2",
+        "--min-duration",
+        "0",
+        "--max-duration",
+        "0.3",
+    )
     assert code == 0, out
     assert not (tmp_path / "results").exists() and "stored" not in out

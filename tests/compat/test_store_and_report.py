@@ -156,3 +156,27 @@ def test_migperf_report_writes_the_compat_table(tmp_path: Path) -> None:
     page = report.html_path.read_text()
     assert '<section id="compat">' in page and "torch.OutOfMemoryError" in page
     assert "| MIG-a | pytorch | 2.13.0 | oom | pass |" in report.markdown_path.read_text()
+
+
+def test_a_store_of_compat_matrices_only_gets_a_report(tmp_path: Path) -> None:
+    # `migperf compat` then `migperf report`: it refused ("holds no runs") before.
+    from typer.testing import CliRunner
+
+    from migperf.cli.main import app
+
+    db = tmp_path / "c.db"
+    with ResultsStore(db) as store:
+        store.record_compat([row("infer", "pass")])
+    res = CliRunner().invoke(app, ["report", "--results", str(db), "--out", str(tmp_path / "rep")])
+    assert res.exit_code == 0, res.output
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert (
+        "framework compatibility matrices only" in md
+        and "| MIG-a | pytorch | 2.13.0 | infer | pass |" in md
+    )
+    assert "No plot" not in md  # no empty plot sections for a store without runs
+    res = CliRunner().invoke(
+        app,
+        ["report", "--results", str(db), "--out", str(tmp_path / "r2"), "--filter", "workload=x"],
+    )
+    assert res.exit_code == 2  # a filter on runs still needs runs
