@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from migperf.nvml.facade import Nvml
 
+from migperf.nvml.session import FALLBACK_MODEL
+
 SIMULATE_ENV = "MIGPERF_SIMULATE"
 READ_ONLY_ENV = "MIGPERF_READ_ONLY"
-FALLBACK_MODEL = "a100-40gb"
 
 
 def env_read_only() -> bool:

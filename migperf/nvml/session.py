@@ -17,7 +17,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from migperf import errors
-from migperf.nvml.backend import FALLBACK_MODEL
+
+#: The simulated GPU every command falls back to when no NVIDIA driver is found
+#: (re-exported by :mod:`migperf.nvml.backend`).
+FALLBACK_MODEL = "a100-40gb"
 
 T = TypeVar("T")
 S = TypeVar("S", bound="NvmlSession")
