@@ -43,14 +43,16 @@ class Nvml(NvmlReadings):
     # ------------------------------------------------- simulated workloads
 
     def attach_simulated_process(
-        self, gpu_index: int, pid: int, mig_uuid: str | None = None, used_mib: float = 1024.0
+        self, gpu_index: int, pid: int, mig_uuid: str | None = None, used_mib: float | None = None
     ) -> None:
         """Register ``pid`` as a compute process on a simulated GPU or MIG device.
 
         A benchmark on a simulated slot runs on the CPU; registering its
         worker makes the simulated GPU behave as if the worker used it
         (power and the energy counter rise, its memory is in use) until the
-        process exits or :meth:`detach_simulated_process` is called.
+        process exits or :meth:`detach_simulated_process` is called. Its memory
+        in use is ``used_mib``, or by default the worker's resident memory as it
+        runs (the slice emulation caps it at the slice's memory).
 
         Raises:
             UsageError: on real hardware.
@@ -60,7 +62,13 @@ class Nvml(NvmlReadings):
 
         spec, root = self._sim_machine("register a simulated process")
         control.attach_process(
-            spec, gpu_index, mig_uuid=mig_uuid, pid=pid, used_mib=used_mib, root=root
+            spec,
+            gpu_index,
+            mig_uuid=mig_uuid,
+            pid=pid,
+            used_mib=1024.0 if used_mib is None else used_mib,
+            root=root,
+            follow_rss=used_mib is None,
         )
 
     def detach_simulated_process(self, gpu_index: int, pid: int) -> None:

@@ -151,3 +151,36 @@ def test_the_fixture_refuses_a_layout_that_cannot_be(simulated_gpus: Any) -> Non
         simulated_gpus("a100-80gb:mig-off", layout="1g.10gb")
     with pytest.raises(UsageError, match="bad item"):
         simulated_gpus("a100-80gb", layout="3g.40gb;1g.10gb")
+
+
+def test_a_simulated_worker_reports_its_resident_memory_not_a_constant(sim) -> None:  # type: ignore[no-untyped-def]
+    # #24: simulated slice memory read a constant 1024 MiB, drawn as a measurement.
+    import os
+    import subprocess
+    import sys
+
+    nvml = sim("a100-40gb")
+    from migperf.mig import apply_layout
+
+    apply_layout(nvml, 0, "3g.20gb")
+    uuid = nvml.mig_devices(0)[0].mig_uuid
+    # A child that holds ~300 MiB of host memory, like a worker with its model built.
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys,time; b=bytearray(300*2**20); sys.stdout.write('x'); sys.stdout.flush(); time.sleep(30)",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert child.stdout is not None and child.stdout.read(1) == b"x"
+        nvml.attach_simulated_process(0, child.pid, mig_uuid=uuid)
+        [reading] = nvml.mig_memory(0, nvml.mig_devices(0))
+        used = reading.memory_used_mib
+        assert used is not None and 300 < used < 1000, used
+        assert used != 1024
+    finally:
+        child.kill()
+        child.wait()
+    assert os.getpid() > 0

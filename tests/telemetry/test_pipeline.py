@@ -68,9 +68,12 @@ def test_a_run_on_a_simulated_slice_carries_its_windows_telemetry(h100_slices: N
     assert g.energy_j == pytest.approx(busy_w * s.duration_s, rel=0.03)
     assert s.energy_per_sample_j is not None and s.samples_processed
     assert s.energy_per_sample_j == pytest.approx(g.energy_j / s.samples_processed)
-    # The worker's 1024 MiB on top of what the idle slice reads (never 0).
+    # The worker's resident memory (a gemm worker holds torch: 100s of MiB) on top
+    # of what the idle slice reads (never 0); emulated, not a constant.
     idle_mib = idle_used_mib(slice3g.memory_mib)
-    assert s.instance is not None and s.instance.memory_used_max_mib == idle_mib + 1024.0
+    assert s.instance is not None and s.instance.memory_used_max_mib is not None
+    assert idle_mib + 50 < s.instance.memory_used_max_mib < idle_mib + 4096
+    assert s.instance.memory_used_max_mib != idle_mib + 1024.0
     assert s.instance.profile == "3g.40gb" and s.instance.memory_total_mib == slice3g.memory_mib
     assert s.activity is not None and s.activity.source == "nvml_gpm"
     assert s.activity.gi_id == slice3g.gi_id and s.activity.sm_util_pct == pytest.approx(95.0)

@@ -32,6 +32,7 @@ def attach_process(
     used_mib: float = 1024.0,
     mps: bool = False,
     root: Path | None = None,
+    follow_rss: bool = False,
 ) -> int:
     """Register a compute process on a GPU or on one MIG device.
 
@@ -39,7 +40,8 @@ def attach_process(
     like a CUDA context. NVML lists it (``nvmlDeviceGetComputeRunningProcesses``
     on the GPU and on its MIG device) with ``used_mib`` of framebuffer; an MPS
     client (``mps``) is listed by ``nvmlDeviceGetMPSComputeRunningProcesses``
-    instead. Returns the pid.
+    instead. With ``follow_rss`` it reports the process's resident memory
+    instead of ``used_mib`` (a CPU worker emulating a slice). Returns the pid.
 
     Raises:
         GpuNotFoundError: when the GPU or MIG device does not exist.
@@ -51,6 +53,8 @@ def attach_process(
         gpu = st["gpus"][gpu_index]
         model = get_model(gpu["model"])
         entry: dict[str, object] = {"pid": pid, "used_mib": used_mib, "started_unix": time.time()}
+        if follow_rss:
+            entry["rss"] = True  # report the process's resident memory (workload.process_used_mib)
         if mps:
             entry["mps"] = True
         slices = model.compute_slices or 1

@@ -292,7 +292,7 @@ class SimNvmlLib(ProcessQueries, TelemetryQueries, BoardQueries):
             procs = [p for p in gpu["processes"] if p.get("gi_id") == gi["gi_id"]]
         # Never 0 at idle: the driver keeps some framebuffer of every GPU and
         # MIG device for itself [U: workload.idle_used_mib].
-        used_mib = workload.idle_used_mib(total_mib) + sum(p["used_mib"] for p in procs)
+        used_mib = workload.idle_used_mib(total_mib) + sum(workload.process_used_mib(p) for p in procs)
         used = int(used_mib * MIB)
         mem.total = total_mib * MIB
         mem.used = min(used, mem.total)

@@ -76,7 +76,7 @@ class ProcessQueries(SimLibCore):
         for i, p in enumerate(procs):
             record = arr[i]
             record.pid = p["pid"]
-            record.usedGpuMemory = int(p["used_mib"] * MIB)
+            record.usedGpuMemory = int(workload.process_used_mib(p) * MIB)
             if hasattr(record, "gpuInstanceId"):  # v2/v3 records; v1 has pid and memory only
                 gi_id, ci_id = p.get("gi_id"), p.get("ci_id")
                 record.gpuInstanceId = gi_id if gi_id is not None else NO_ID

@@ -11,6 +11,7 @@ with these numbers. The functions act on a GPU's entry of the machine state
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Any
 
@@ -19,6 +20,8 @@ import pynvml
 from migperf.nvml import catalog
 from migperf.nvml.catalog import GpuModel
 from migperf.procs import pid_alive
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 # Percent of a fully busy entity each GPM metric reads, so tests can tell the
 # metrics apart; metric ids not listed answer NOT_SUPPORTED [D].
@@ -29,6 +32,25 @@ GPM_BUSY_PCT: dict[int, float] = {
     pynvml.NVML_GPM_METRIC_ANY_TENSOR_UTIL: 30.0,
     pynvml.NVML_GPM_METRIC_DRAM_BW_UTIL: 55.0,
 }
+
+
+def process_used_mib(entry: dict[str, Any]) -> float:
+    """Framebuffer a simulated process uses, in MiB.
+
+    A benchmark worker on a simulated slot runs on the CPU, so what it holds is
+    host memory: an entry registered with ``rss`` reports the process's
+    resident set (``/proc/<pid>/statm``), which the slice emulation caps at the
+    slice's memory. It is *emulated* slice memory, not a constant drawn as a
+    measurement; other entries report their registered ``used_mib``.
+    """
+    if entry.get("rss"):
+        try:
+            with open(f"/proc/{int(entry['pid'])}/statm", "rb") as f:
+                resident_pages = int(f.read().split()[1])
+            return resident_pages * _PAGE / (1024 * 1024)
+        except (OSError, ValueError, IndexError):
+            pass  # gone or unreadable: the registered value
+    return float(entry["used_mib"])
 
 
 def idle_used_mib(total_mib: int) -> int:
