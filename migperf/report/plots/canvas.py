@@ -81,7 +81,8 @@ class Canvas:
         fig = self.fig
         footer = provenance(rows)
         simulated = bool(rows["simulated"].any())
-        fig.suptitle(title, fontsize=12, fontweight="bold")
+        # Wrapped to the figure's width: a long group name must not run off both edges.
+        fig.suptitle(fit_text(title, fig.get_figwidth(), 12), fontsize=12, fontweight="bold")
         # Leave a strip at the bottom for the footer: constrained layout does
         # not know about free-standing figure text.
         from matplotlib.layout_engine import ConstrainedLayoutEngine
@@ -219,9 +220,23 @@ def style_axes(
     else:
         ax.grid(alpha=0.3)
     if title is not None:
-        ax.set_title(title, fontsize=9)
+        fig = ax.get_figure(root=True)
+        width_in = ax.get_position().width * (fig.get_figwidth() if fig is not None else 6.4)
+        ax.set_title(fit_text(title, width_in, 9), fontsize=9)
     if legend is not None:
         ax.legend(**legend)
+
+
+def fit_text(text: str, width_in: float, fontsize: float) -> str:
+    """``text`` wrapped to lines that fit ``width_in`` inches at ``fontsize`` points.
+
+    An average glyph is about 0.6 em wide (bold DejaVu Sans, matplotlib's default);
+    at least 20 characters per line.
+    """
+    import textwrap
+
+    per_line = max(20, int(width_in * 72 / (fontsize * 0.6)))
+    return "\n".join(textwrap.wrap(text, per_line)) or text
 
 
 def line(

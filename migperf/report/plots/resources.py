@@ -17,6 +17,15 @@ _RESOURCE_PANELS: tuple[tuple[tuple[str, ...], str], ...] = (
     ),
     (("energy_per_sample_j",), "energy per sample (J)"),
 )
+#: Why a panel is missing when no run of a group has any of its columns.
+_WHY_MISSING = {
+    "GPU activity (%)": "no run has activity numbers: NVML gives per-slice activity through GPM "
+    "on Hopper and newer GPUs only, NVML utilization is not reported with MIG on, and an Ampere "
+    "GPU needs dcgm-exporter (telemetry.dcgm_url or --dcgm-url)",
+    "memory used (MiB)": "no run has memory numbers (telemetry was off)",
+    "energy per sample (J)": "no run has energy numbers (telemetry was off, or the GPU has no "
+    "energy counter)",
+}
 
 
 def resources_family(data: ReportData, palette: Palette) -> Family:
@@ -39,10 +48,13 @@ def resources_family(data: ReportData, palette: Palette) -> Family:
     plots: list[Plot] = []
     for gkey, grp in groups(rows, ["workload", "task", "precision", "model_args"]):
         panels: list[tuple[str, str]] = []
+        absent: list[str] = []
         for candidates, label in _RESOURCE_PANELS:
             metric = next((m for m in candidates if has(grp, m)), None)
             if metric is not None:
                 panels.append((metric, label))
+            else:
+                absent.append(f"{label} is not drawn: {_WHY_MISSING[label]}")
         if not panels:
             continue
         labels = profiles(grp)
@@ -77,6 +89,7 @@ def resources_family(data: ReportData, palette: Palette) -> Family:
             f"{what(gkey)}: "
             + ", ".join(f"{label} ({metric})" for metric, label in panels)
             + " per MIG profile; bars are means over repeats and slots."
+            + "".join(f" {a}." for a in absent)
         )
         plots.append(canvas.render(slug("resources", *gkey.values()), title, caption, grp))
     missing = (
