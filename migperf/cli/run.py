@@ -49,8 +49,9 @@ def run_command(
         str | None,
         typer.Option(
             "--executor",
-            help="Where the runs execute: local (this machine), or ray[:ADDRESS] (every node of a "
-            'Ray cluster with the migperf_host resource; needs `pip install "migperf[ray]"`). '
+            help="Where the runs execute: local (this machine), ray[:ADDRESS] (every node of a "
+            'Ray cluster with the migperf_host resource; needs `pip install "migperf[ray]"`), '
+            "or slurm[:PARTITION] (Slurm batch jobs; options in the config's executor field). "
             "Default: the config's executor field, else local.",
         ),
     ] = None,
@@ -86,6 +87,13 @@ def run_command(
             )
         cfg = cfg.model_copy(update={"workers": workers})
     where = parse_executor(executor) if executor else parse_executor(cfg.executor, f"{config}")
+    if executor and isinstance(cfg.executor, dict):
+        # `--executor slurm` with `executor: {slurm: {...}}` in the config: its options apply.
+        from_config = parse_executor(cfg.executor, f"{config}")
+        if from_config.kind == where.kind:
+            where = type(where)(
+                where.kind, where.address or from_config.address, from_config.options
+            )
     st = state(ctx)
     err = stderr()
     t0 = time.monotonic()
@@ -261,6 +269,9 @@ class Progress:
             say(f"[red]{text['error']}[/] ({info['runs_left']} run(s) left)", soft_wrap=True)
         elif kind == "requeued":
             say(f"{tag}takes {info['runs']} run(s) of {escape(info['source'].name)}")
+        elif kind == "jobs":
+            for line in info["lines"]:
+                say(escape(line), soft_wrap=True)
         elif kind == "forced":
             say(
                 "[red]not waiting for the nodes' last results; closing them (each restores its "

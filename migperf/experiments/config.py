@@ -372,7 +372,8 @@ class ExperimentConfig(StrictModel):
     baselines: bool = False
     # Where the runs execute (`local`, `ray[:ADDRESS]`); not part of the config
     # hash, so a sweep has the same run keys on a laptop and on a cluster.
-    executor: str = "local"
+    # Also the mapping form with the executor's options: `{slurm: {partition: gpu}}`.
+    executor: str | dict[str, dict[str, Any] | None] = "local"
     # How workers live: `warm` (one per device serves consecutive runs and
     # builds each model once) or `fresh` (a new process per run). Not part of
     # the config hash either: both measure the same runs; each result says which.
@@ -397,11 +398,14 @@ class ExperimentConfig(StrictModel):
 
     @field_validator("executor")
     @classmethod
-    def _known_executor(cls, v: str) -> str:
+    def _known_executor(
+        cls, v: str | dict[str, dict[str, Any] | None]
+    ) -> str | dict[str, dict[str, Any] | None]:
         from migperf.experiments.executor_spec import parse_executor
 
         try:
-            return str(parse_executor(v, "executor"))
+            spec = parse_executor(v, "executor")
+            return {str(spec): dict(spec.options)} if isinstance(v, dict) else str(spec)
         except UsageError as exc:
             raise ValueError(f"{exc.message.removeprefix('executor: ')}; {exc.hint}") from None
 

@@ -20,12 +20,15 @@ run keys wherever it runs), are listed with their import paths in
   machine's GPUs through :class:`~migperf.experiments.runner.ExperimentRunner`.
 * ``ray`` or ``ray:ADDRESS``: :class:`~migperf.experiments.cluster.ray_executor.RayExecutor`,
   one agent per node of a Ray cluster (needs ``pip install "migperf[ray]"``).
+* ``slurm`` or ``slurm:PARTITION``: :class:`~migperf.experiments.cluster.slurm.SlurmExecutor`,
+  the runs spread over Slurm batch jobs (``sbatch``), each writing its own shard.
 """
 
 from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
@@ -145,7 +148,7 @@ class Executor(ABC, Generic[PlanT]):
 
 
 def open_executor(
-    spec: ExecutorSpec | str,
+    spec: ExecutorSpec | str | Mapping[str, Any],
     *,
     nvml: Nvml | None = None,
     simulate: str | None = None,
@@ -169,7 +172,8 @@ def open_executor(
     Raises:
         UsageError: an unknown executor, or its engine is not installed.
     """
-    parsed = parse_executor(spec) if isinstance(spec, str) else spec
+    parsed = spec if isinstance(spec, ExecutorSpec) else parse_executor(spec)
     module, _, name = EXECUTORS[parsed.kind].path.partition(":")
     cls: type[Executor[Any]] = getattr(importlib.import_module(module), name)
+    options = {**parsed.options, **options}  # the config's `executor: {kind: {...}}` settings
     return cls.open(parsed.address, nvml=nvml, simulate=simulate, read_only=read_only, **options)

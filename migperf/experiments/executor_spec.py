@@ -9,8 +9,10 @@ loads the class an entry names by its import path, so adding an engine
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from types import ModuleType
+from typing import Any
 
 from migperf.errors import UsageError
 
@@ -47,26 +49,44 @@ EXECUTORS: dict[str, ExecutorEntry] = {
         "migperf.experiments.cluster.ray_executor:RayExecutor",
         "a Ray cluster address (host:port, ray://host:10001, or auto)",
     ),
+    "slurm": ExecutorEntry(
+        "migperf.experiments.cluster.slurm:SlurmExecutor",
+        "a Slurm partition",
+    ),
 }
 
 
 @dataclass(frozen=True)
 class ExecutorSpec:
-    """A parsed ``--executor`` value: ``local``, ``ray``, ``ray:10.0.0.5:6379``."""
+    """A parsed ``--executor`` value: ``local``, ``ray``, ``ray:10.0.0.5:6379``.
+
+    ``options``: the settings of the mapping form (``executor: {slurm: {...}}``).
+    """
 
     kind: str
     address: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def __str__(self) -> str:
         return self.kind if self.address is None else f"{self.kind}:{self.address}"
 
 
-def parse_executor(text: str, source: str = "--executor") -> ExecutorSpec:
-    """Parse ``KIND[:ADDRESS]``.
+def parse_executor(text: str | Mapping[str, Any], source: str = "--executor") -> ExecutorSpec:
+    """Parse ``KIND[:ADDRESS]``, or the mapping form ``{KIND[:ADDRESS]: {option: value}}``.
 
     Raises:
-        UsageError: an unknown kind, or an address for an executor that takes none.
+        UsageError: an unknown kind, an address for an executor that takes
+            none, or a mapping that is not one kind with its options.
     """
+    if isinstance(text, Mapping):
+        if len(text) != 1 or not isinstance(next(iter(text.values())) or {}, Mapping):
+            raise UsageError(
+                f"{source}: give one executor with its options, e.g. {{slurm: {{partition: gpu}}}}",
+                hint=f"got {dict(text)!r}",
+            )
+        name, options = next(iter(text.items()))
+        spec = parse_executor(str(name), source)
+        return ExecutorSpec(spec.kind, spec.address, dict(options or {}))
     kind, sep, address = text.strip().partition(":")
     kind = kind.strip().lower()
     known = ", ".join(f"{k}[:ADDRESS]" if v.address else k for k, v in EXECUTORS.items())

@@ -70,8 +70,8 @@ def test_executor_specs_are_parsed_and_checked() -> None:
     spec = parse_executor("ray:10.0.0.5:6379")
     assert (spec.kind, spec.address) == ("ray", "10.0.0.5:6379")
     assert parse_executor("ray").address is None
-    with pytest.raises(UsageError, match="unknown executor 'slurm'") as info:
-        parse_executor("slurm")
+    with pytest.raises(UsageError, match="unknown executor 'dask'") as info:
+        parse_executor("dask")
     assert "ray[:ADDRESS]" in info.value.hint
     with pytest.raises(UsageError, match="takes no address"):
         parse_executor("local:host")
