@@ -21,10 +21,13 @@ from pathlib import Path
 
 from migperf.paths import state_dir
 
-__all__ = ["DEFAULT_OVERHEAD_S", "RunTimes"]
+__all__ = ["DEFAULT_OVERHEAD_S", "DEFAULT_WARM_OVERHEAD_S", "RunTimes"]
 
 #: Overhead of a run with no history: a fresh Python with torch, a model build, warm-up.
 DEFAULT_OVERHEAD_S = 8.0
+#: The same with warm workers (the default): the process and often the model are
+#: already there; seen 0.2-1.5 s per run plus a build per (device, model), 2 cores.
+DEFAULT_WARM_OVERHEAD_S = 3.0
 #: Weight of the newest observation in the moving average.
 ALPHA = 0.3
 
@@ -61,16 +64,18 @@ class RunTimes:
         return cls(path, times)
 
     def seconds(
-        self, workload: str, task: str, simulated: bool, min_window_s: float
+        self, workload: str, task: str, simulated: bool, min_window_s: float, *, warm: bool = False
     ) -> tuple[float, bool]:
         """A run's expected wall time, and whether it was learned (else a default).
 
         The window is at least the config's minimum duration; a learned longer
-        window (a slow workload reaching its minimum iterations) wins.
+        window (a slow workload reaching its minimum iterations) wins. ``warm``:
+        the default for a run with no history is a warm worker's overhead.
         """
         learned = self.times.get(_key(workload, task, simulated))
         if learned is None:
-            return DEFAULT_OVERHEAD_S + min_window_s, False
+            default = DEFAULT_WARM_OVERHEAD_S if warm else DEFAULT_OVERHEAD_S
+            return default + min_window_s, False
         overhead, window = learned
         return overhead + max(window, min_window_s), True
 

@@ -45,8 +45,11 @@ class ExperimentPlan:
         """The expected wall time: each run from this machine's history, else a default."""
         times = self.run_times or RunTimes(Path("/nonexistent"))
         stop = self.config.stop
+        warm = getattr(self.config, "workers", "fresh") == "warm"
         total = sum(
-            times.seconds(r.job.workload, r.job.task, self.simulated, stop.min_duration_s)[0]
+            times.seconds(
+                r.job.workload, r.job.task, self.simulated, stop.min_duration_s, warm=warm
+            )[0]
             for r in self.runs
         )
         return total + len(self.config.layouts) * len(self.gpus) * 2.0

@@ -23,6 +23,7 @@ __all__ = [
     "AttemptPlan",
     "RecordContext",
     "failure_records",
+    "measuring_seconds",
     "metrics_of",
     "plan_attempts",
     "run_record",
@@ -222,6 +223,21 @@ def run_record(
             seq_len=spec.seq_len,
         )
     return rec
+
+
+def measuring_seconds(result: Any) -> float:
+    """How long a worker result spent measuring: its window, or a capacity search's every trial.
+
+    A ``--find-max-qps`` run reports the numbers of the trial at the capacity
+    it found, but all its trials measured: the time breakdown and the learned
+    run times count them as measuring, not as migperf's own overhead.
+    """
+    scenario = getattr(result, "scenario", None)
+    search = getattr(getattr(scenario, "max_qps", None), "search_duration_s", None)
+    if search:
+        return float(search)
+    timing = getattr(result, "timing", None)
+    return float(getattr(timing, "measured_duration_s", None) or 0.0)
 
 
 def metrics_of(result: Any) -> Metrics:

@@ -39,6 +39,7 @@ from migperf.experiments.records import (
     AttemptPlan,
     RecordContext,
     failure_records,
+    measuring_seconds,
     plan_attempts,
     run_record,
 )
@@ -495,7 +496,7 @@ class ExperimentRunner:
             self._store_failure(run, "failed", exc.message)
             return ["failed"]
         elapsed = time.monotonic() - t
-        measured = [r.timing.measured_duration_s or 0.0 for r in results if r.timing]
+        measured = [measuring_seconds(r) for r in results if r.timing]
         window = max(measured) if measured else 0.0
         self.report.time_s["measure"] += window
         self.report.time_s["workers"] += max(0.0, elapsed - window)

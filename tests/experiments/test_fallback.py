@@ -89,3 +89,25 @@ def test_bench_on_a_gpu_device_without_a_driver_uses_the_same_fallback() -> None
     )
     assert res.exit_code == 0, res.output
     assert "using a simulated a100-40gb instead" in res.output
+
+
+def test_a_capacity_search_counts_every_trial_as_measuring() -> None:
+    # #24: the summary counted LoadGen's capacity-search trials as migperf's own overhead.
+    from types import SimpleNamespace
+
+    from migperf.experiments.records import measuring_seconds
+
+    plain = SimpleNamespace(timing=SimpleNamespace(measured_duration_s=2.0), scenario=None)
+    search = SimpleNamespace(
+        timing=SimpleNamespace(measured_duration_s=2.0),
+        scenario=SimpleNamespace(max_qps=SimpleNamespace(search_duration_s=17.5)),
+    )
+    assert measuring_seconds(plain) == 2.0 and measuring_seconds(search) == 17.5
+
+
+def test_a_first_guess_for_warm_workers_is_closer_to_what_they_cost() -> None:
+    from migperf.experiments.estimates import DEFAULT_OVERHEAD_S, DEFAULT_WARM_OVERHEAD_S, RunTimes
+
+    t = RunTimes(Path("/nonexistent"))
+    assert t.seconds("gemm", "infer", True, 1.0, warm=True) == (DEFAULT_WARM_OVERHEAD_S + 1.0, False)
+    assert t.seconds("gemm", "infer", True, 1.0) == (DEFAULT_OVERHEAD_S + 1.0, False)
