@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from migperf.errors import MigperfError, UsageError
 
@@ -184,13 +185,135 @@ CLICK_USAGE_ERROR: type[Exception] = next(
 )
 
 
+class PlainOption(TyperOption):
+    """An optional, single-valued ``str`` or ``bool`` option whose value is used as given.
+
+    A value that is already of the option's type (a string from the command
+    line or the environment, a flag's bool) or ``None`` (not given) has nothing
+    to convert; typer would still build a pydantic TypeAdapter for it, and
+    import pydantic (~40 ms), before even ``migperf gpus --help`` can answer.
+    Any other value goes through typer's coercion as before.
+    """
+
+    @classmethod
+    def adopt(cls, param: Any) -> None:
+        """Make ``param`` a PlainOption if it is a plain typer option of one ``str`` or ``bool``."""
+        if (
+            type(param) is TyperOption
+            and param.type_descriptor.annotation in (str, bool)
+            and not (param.required or param.multiple or param.nargs != 1)
+        ):
+            param.__class__ = cls
+
+    def process_value(self, ctx: Any, value: Any) -> Any:
+        if value is not None and not isinstance(value, self.type_descriptor.annotation):
+            return super().process_value(ctx, value)
+        return value if self.callback is None else self.callback(ctx, self, value)
+
+
+@dataclass(frozen=True)
+class LazyCommand:
+    """A command of a :class:`MigperfGroup` whose module is imported only when the command is used.
+
+    ``target`` is ``"package.module:attribute"``: a :class:`typer.Typer` (a
+    command group) or a command function. ``short_help`` is its line in the
+    group's ``--help``, shown without importing it; a test checks it against
+    the real command's.
+    """
+
+    target: str
+    short_help: str
+
+
 class MigperfGroup(TyperGroup):
     """Top-level command group: the one place library errors and stop signals become exit codes.
 
     SIGTERM and SIGHUP stop a command the way Ctrl-C does (a layout change in
     flight is rolled back, a run restores its layouts), and the exit code says
     which signal it was: 128 + its number, as a shell reports it.
+
+    Commands named in :attr:`lazy_commands` are imported on first use
+    (:meth:`get_command`), so ``migperf --help`` and a command that needs one
+    module do not import every other command's module (and what it imports).
     """
+
+    #: Name -> :class:`LazyCommand`, in the order ``--help`` lists them; commands
+    #: added to the group directly come first when used, and are listed after these.
+    lazy_commands: ClassVar[Mapping[str, LazyCommand]] = {}
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        # The group's own options are processed before any command runs, even
+        # `migperf gpus --help`: no pydantic for them (PlainOption).
+        for param in self.params:
+            PlainOption.adopt(param)
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)
+        PlainOption.adopt(option)
+        return option
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        """Every command's name, the lazy ones included, without importing any."""
+        return [*self.lazy_commands, *(n for n in self.commands if n not in self.lazy_commands)]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        """The command ``cmd_name``: built from its module, imported now, if it is a lazy one."""
+        command = self.commands.get(cmd_name)
+        lazy = self.lazy_commands.get(cmd_name)
+        if command is None and lazy is not None:
+            command = self._load(cmd_name, lazy)
+            self.commands[cmd_name] = command
+        return command
+
+    def _load(self, name: str, lazy: LazyCommand) -> Any:
+        import importlib
+
+        module, _, attribute = lazy.target.partition(":")
+        target = getattr(importlib.import_module(module), attribute)
+        # typer builds the click command, with this group's settings, as
+        # add_typer / command on the group's own app would have.
+        holder = typer.Typer(
+            add_completion=False,
+            rich_markup_mode=self.rich_markup_mode,
+            suggest_commands=self.suggest_commands,
+        )
+        if isinstance(target, typer.Typer):
+            holder.add_typer(target, name=name)
+        else:
+            holder.command(name)(target)
+        return typer.main.get_group(holder).commands[name]
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        """The ``Commands:`` section, as click writes it; a lazy command's line is its ``short_help``."""
+        rows: list[tuple[str, Any]] = []
+        for name in self.list_commands(ctx):
+            command = self.commands.get(name)
+            if command is None:
+                # A stand-in that shortens the line exactly as the real command would.
+                command = TyperCommand(name=name, help=self.lazy_commands[name].short_help)
+            if not command.hidden:
+                rows.append((name, command))
+        if rows:
+            limit = formatter.width - 6 - max(len(name) for name, _ in rows)
+            with formatter.section("Commands"):
+                formatter.write_dl([(name, c.get_short_help_str(limit)) for name, c in rows])
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        """The command ``args[0]`` names; a mistyped one is answered with the close names, lazy ones included."""
+        try:
+            return super().resolve_command(ctx, args)
+        except CLICK_USAGE_ERROR as exc:
+            message = str(getattr(exc, "message", ""))
+            if self.suggest_commands and args and message.startswith("No such command"):
+                from difflib import get_close_matches
+
+                matches = get_close_matches(args[0], self.list_commands(ctx))
+                if matches:
+                    head = message.split(" Did you mean")[0].rstrip(".")
+                    suggestions = ", ".join(repr(m) for m in matches)
+                    exc.message = f"{head}. Did you mean {suggestions}?"  # type: ignore[attr-defined]
+            raise
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         """The top-level options; a mistake in them is reported like any other."""

@@ -7,12 +7,9 @@ from typing import Annotated
 import typer
 
 from migperf import __version__
-from migperf.cli import bench, mig, report, results, run
-from migperf.cli import compat as compat_cli
-from migperf.cli import plan as plan_cli
-from migperf.cli import sim as sim_cli
 from migperf.cli._common import (
     CliState,
+    LazyCommand,
     MigperfGroup,
     open_for_reading,
     print_json,
@@ -20,8 +17,57 @@ from migperf.cli._common import (
     stdout,
 )
 
+#: Every top-level command, in ``migperf --help`` order, with its line there.
+#: A command's module is imported only when that command is used, so
+#: ``migperf --help`` and ``migperf gpus`` import none of them (#18; timed by
+#: ``benchmarks/cli_start.py``). ``tests/cli/test_lazy_commands.py`` checks
+#: that this table names every command and that each line is the real one.
+COMMANDS: dict[str, LazyCommand] = {
+    "run": LazyCommand(
+        "migperf.cli.run:run_command",
+        "Run an experiment: each layout in turn, every job on its slices, every result stored.",
+    ),
+    "report": LazyCommand(
+        "migperf.cli.report:report_command",
+        "Write an HTML report with plots (PNG and SVG too) and a Markdown summary of stored results.",
+    ),
+    "compare": LazyCommand(
+        "migperf.cli.report:compare_command",
+        "Compare two stores (or two config hashes in one store); exit 1 on a regression.",
+    ),
+    "plan": LazyCommand(
+        "migperf.cli.plan:plan_command",
+        "Plan MIG layouts: the fewest GPUs that serve every service at its SLO "
+        "(from measured capacities).",
+    ),
+    "compat": LazyCommand(
+        "migperf.cli.compat:compat_command",
+        "Run the framework and serving-system compatibility matrix on a MIG slice.",
+    ),
+    "gpus": LazyCommand(
+        "migperf.cli.main:gpus", "List GPUs with their memory and MIG mode (like `nvidia-smi -L`)."
+    ),
+    "mig": LazyCommand("migperf.cli.mig:app", "Inspect MIG profiles and instances."),
+    "bench": LazyCommand(
+        "migperf.cli.bench:app",
+        "Measure training and inference throughput and latency of one workload.",
+    ),
+    "config": LazyCommand("migperf.cli.run:config_app", "Experiment config files."),
+    "results": LazyCommand("migperf.cli.results:results_app", "Look at and export stored results."),
+    "sim": LazyCommand(
+        "migperf.cli.sim:app", "Run other programs against the simulated GPU (needs --simulate)."
+    ),
+}
+
+
+class RootGroup(MigperfGroup):
+    """``migperf``: :class:`MigperfGroup` with the commands of :data:`COMMANDS`."""
+
+    lazy_commands = COMMANDS
+
+
 app = typer.Typer(
-    cls=MigperfGroup,
+    cls=RootGroup,
     name="migperf",
     help="Benchmark deep-learning training and inference on NVIDIA MIG partitions.",
     no_args_is_help=True,
@@ -29,16 +75,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-app.add_typer(mig.app, name="mig")
-app.add_typer(bench.app, name="bench")
-app.add_typer(run.config_app, name="config")
-app.add_typer(results.results_app, name="results")
-app.add_typer(sim_cli.app, name="sim")
-app.command("run")(run.run_command)
-app.command("report")(report.report_command)
-app.command("compare")(report.compare_command)
-app.command("plan")(plan_cli.plan_command)
-app.command("compat")(compat_cli.compat_command)
 
 
 def _version(value: bool) -> None:

@@ -137,7 +137,9 @@ def test_help_imports_no_heavy_module() -> None:
         "import sys, migperf.cli.main\n"
         "from typer.testing import CliRunner\n"
         "CliRunner().invoke(migperf.cli.main.app, ['--help'])\n"
-        "print(sorted(m for m in ('torch', 'pandas', 'pynvml', 'transformers', 'matplotlib', 'numpy') if m in sys.modules))"
+        "print(sorted(m for m in ('torch', 'pandas', 'pynvml', 'transformers', 'matplotlib', 'numpy',"
+        " 'rich', 'pydantic', 'yaml', 'migperf.bench', 'migperf.nvml', 'migperf.cli.bench',"
+        " 'migperf.cli.run', 'migperf.cli.mig') if m in sys.modules))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=os.environ, timeout=60

@@ -10,17 +10,20 @@ import typer
 from migperf.cli.main import app
 
 
-def _walk(command: Any, path: str) -> list[tuple[str, Any]]:
+def _walk(command: Any, path: str, ctx: Any) -> list[tuple[str, Any]]:
     out = [(path, command)]
-    for name, sub in (getattr(command, "commands", None) or {}).items():
-        out += _walk(sub, f"{path} {name}")
+    if hasattr(command, "list_commands"):
+        # The group's own API: the top level imports its commands on demand.
+        for name in command.list_commands(ctx):
+            out += _walk(command.get_command(ctx, name), f"{path} {name}", ctx)
     return out
 
 
 def test_every_short_flag_has_one_meaning() -> None:
     root = typer.main.get_command(app)
+    ctx = root.make_context("migperf", ["gpus"], resilient_parsing=True)
     meanings: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
-    for path, command in _walk(root, "migperf"):
+    for path, command in _walk(root, "migperf", ctx):
         for param in getattr(command, "params", []):
             opts = list(getattr(param, "opts", [])) + list(getattr(param, "secondary_opts", []))
             shorts = [o for o in opts if len(o) == 2 and o.startswith("-")]

@@ -3,8 +3,11 @@
 :class:`LoadGenSut` is LoadGen's system under test and query-sample library
 around a :class:`~migperf.bench.scenarios.batcher.DynamicBatcher`: LoadGen
 calls ``issue_queries`` from its own thread, the adapter hands the samples to
-the batcher and returns at once, and each answered batch goes back to LoadGen
-with ``QuerySamplesComplete``.
+the batcher, and each answered batch goes back to LoadGen with
+``QuerySamplesComplete``. Under server and offline the batcher queues them
+and returns at once; under single- and multi-stream, where LoadGen issues
+the next query only when this one is answered, a synchronous batcher runs
+them on LoadGen's thread and answers before returning (no thread hand-off).
 """
 
 from __future__ import annotations
@@ -59,6 +62,9 @@ class LoadGenSut:
         lg = self.lg
         self.qsl_size = qsl_size
         self.batcher = batcher_factory(self._complete)
+        # Looked up once: _complete runs once per batch.
+        self._response = lg.QuerySampleResponse
+        self._samples_complete = lg.QuerySamplesComplete
         self._sut = lg.ConstructSUT(self._issue, self._flush)
         # The samples are built once on the device; loading and unloading are no-ops.
         self._qsl = lg.ConstructQSL(qsl_size, qsl_size, _ignore, _ignore)
@@ -70,8 +76,8 @@ class LoadGenSut:
         self.batcher.flush()
 
     def _complete(self, ids: list[Any]) -> None:
-        response = self.lg.QuerySampleResponse
-        self.lg.QuerySamplesComplete([response(i, 0, 0) for i in ids])
+        response = self._response
+        self._samples_complete([response(i, 0, 0) for i in ids])
 
     def run(self, settings: Any, log_dir: Path) -> tuple[float, float]:
         """Run one LoadGen test; returns its wall-clock ``(start, end)`` in unix seconds."""

@@ -134,13 +134,24 @@ class ScenarioRunner:
         return record
 
     def batcher(self, on_complete: Callable[[list[Any]], None]) -> DynamicBatcher:
-        """A batcher over this workload with the spec's batch size and queue delay."""
+        """A batcher over this workload with the spec's batch size and queue delay.
+
+        Synchronous (each submission runs on the submitting thread, no thread
+        hand-off between the caller and the model) where the caller waits for
+        each answer before it submits again: LoadGen's single- and
+        multi-stream, and a closed loop with one client.
+        """
+        sc = self.scenario
+        one_at_a_time = sc.name in ("single-stream", "multi-stream") or (
+            sc.name == "closed-loop" and sc.effective_concurrency == 1
+        )
         return DynamicBatcher(
             self.infer_batch,
             on_complete,
             max_batch_size=self.spec.batch_size,
-            max_queue_delay_s=self.scenario.max_queue_delay_ms / 1000.0,
+            max_queue_delay_s=sc.max_queue_delay_ms / 1000.0,
             make_handle=self._handle_factory(),
+            synchronous=one_at_a_time,
         )
 
     # -- warmup ------------------------------------------------------------
