@@ -209,7 +209,7 @@ def test_a_second_ctrl_c_during_the_restore_does_not_cut_it_short(
 
     def impatient(nvml, gpu, target, **kw):  # type: ignore[no-untyped-def]
         if kw.get("command", "").endswith("(restore)"):
-            os.kill(os.getpid(), signal.SIGINT)  # the operator presses Ctrl-C again
+            signal.raise_signal(signal.SIGINT)  # the operator presses Ctrl-C again
         return real(nvml, gpu, target, **kw)
 
     monkeypatch.setattr(runner_module, "converge", impatient)

@@ -200,12 +200,12 @@ def test_leases_and_journals_live_in_one_machine_wide_place(
 def test_a_restore_is_not_cut_short_by_more_signals() -> None:
     seen: list[int] = []
     with signals_deferred(seen.append, redeliver=False) as got:
-        os.kill(os.getpid(), signal.SIGINT)
-        os.kill(os.getpid(), signal.SIGTERM)
+        signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(signal.SIGTERM)
         finished = True  # the block ran to its end
     assert finished and got == [signal.SIGINT, signal.SIGTERM] == seen
     with pytest.raises(KeyboardInterrupt), signals_deferred():
-        os.kill(os.getpid(), signal.SIGINT)  # delivered once the block is done
+        signal.raise_signal(signal.SIGINT)  # delivered once the block is done (raise_signal: to this thread, not to a Ray thread an earlier test left)
 
 
 def test_sigterm_during_mig_apply_rolls_back_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -218,7 +218,7 @@ def test_sigterm_during_mig_apply_rolls_back_and_says_so(monkeypatch: pytest.Mon
 
     def killed_midway(nvml, gpu_index, steps, on_step=None):  # type: ignore[no-untyped-def]
         real(nvml, gpu_index, steps[:1], on_step)  # one step done, then the operator's kill
-        os.kill(os.getpid(), signal.SIGTERM)
+        signal.raise_signal(signal.SIGTERM)
         real(nvml, gpu_index, steps[1:], on_step)
 
     monkeypatch.setattr(apply_module, "execute_steps", killed_midway)
