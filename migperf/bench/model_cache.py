@@ -54,7 +54,12 @@ def keep_only(workload: str) -> None:
 
 
 def clear_models() -> None:
-    """Drop the kept model (before a different one is built, or when the worker retires)."""
+    """Drop the kept model (before a different one is built, or when the worker retires).
+
+    Its memory is free when this returns (an emulated slice's limit counts
+    it): the collection frees its cycles too (the model is never frozen, see
+    :func:`migperf.bench.worker_kit.freeze_imports`).
+    """
     had = bool(_ENTRY)
     _ENTRY.clear()
     if had:

@@ -16,7 +16,9 @@ group's CPU time over any second is its share, exactly on average, whatever
 else loads the host (which can take a share away, never add to it). Workers in one group (time-sliced processes, MPS
 clients) compete inside the group's share; an MPS client also has a bucket of
 its own (its thread percentage). Unused credit is capped at a short burst,
-as a CFS quota forfeits what a period did not use. The share comes as
+as a CFS quota forfeits what a period did not use, and a group's credit
+starts empty when its first worker is armed: how long a worker took to get
+ready (a fresh one's imports, a warm one's milliseconds) buys it nothing. The share comes as
 run-and-pause cycles (on a 1g share with two threads, about 5 ms running
 and 30 ms stopped), so a small slice's latency percentiles include pauses a
 real slice, which runs slower but steadily, would not have.
@@ -97,7 +99,7 @@ class Governed:
 
     def arm(self) -> None:
         """Charge the process's CPU time from now on."""
-        self._governor._arm(self._member)
+        self._governor._arm(self._group, self._member)
 
     def close(self) -> None:
         """Stop governing the process (continuing it if it is stopped). Idempotent."""
@@ -156,13 +158,21 @@ class CpuGovernor:
             handle.arm()
         return handle
 
-    def _arm(self, m: _Member) -> None:
+    def _arm(self, group: str, m: _Member) -> None:
         cpu = cpu_seconds(m.pid)
         with self._lock:
-            if not m.armed:
-                m.last_cpu = cpu if cpu is not None else 0.0
-                m.credit = 0.0
-                m.armed = True
+            if m.armed:
+                return
+            m.last_cpu = cpu if cpu is not None else 0.0
+            m.credit = 0.0
+            m.armed = True
+            g = self._groups.get(group)
+            if g is not None and not any(o.armed for o in g.members if o is not m):
+                # The device's budget starts empty at its first release: no burst
+                # saved up while its workers imported and built (a fresh worker's
+                # seconds of imports would buy it more than a warm one's milliseconds).
+                g.credit = 0.0
+                g.last = time.monotonic()
 
     def _detach(self, group: str, m: _Member) -> None:
         with self._lock:

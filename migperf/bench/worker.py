@@ -24,7 +24,15 @@ line each on stdout, and keeps the model it built for the next run that uses
 it (:mod:`migperf.bench.model_cache`); between runs it resets what a fresh
 process would not have (:func:`~migperf.bench.worker_kit.reset_between_runs`).
 It exits at end of input (its parent closed stdin or died), and after any
-result that is not ``ok``: the next run gets a fresh worker.
+result that is not ``ok``: the next run gets a fresh worker. Before its first
+run every worker imports the spec's workload
+(:func:`~migperf.bench.worker_kit.preload_workload`), so neither the build's
+time nor an emulated slice's memory counts the imports, whichever way the
+worker started; a warm one then freezes them
+(:func:`~migperf.bench.worker_kit.freeze_imports`: its resets between runs
+skip them), as a zygote does before it forks. Every worker pins glibc's malloc
+thresholds first (:func:`~migperf.bench.worker_kit.pin_allocator`): a fresh
+process's allocator would otherwise still be adapting while it measures.
 
 The device is whatever the environment gives: the first CUDA device torch
 sees (``CUDA_VISIBLE_DEVICES=MIG-<uuid>`` or an index), or the CPU. A
@@ -37,6 +45,7 @@ ends the run as ``oom``.
 from __future__ import annotations
 
 import faulthandler
+import gc
 import json
 import os
 import sys
@@ -51,7 +60,10 @@ from migperf.bench.worker_kit import (
     EventChannel,
     device_kind,
     failure_result,
+    freeze_imports,
     memory_readings,
+    pin_allocator,
+    preload_workload,
     reset_between_runs,
     select_device,
     simulated_warning,
@@ -384,6 +396,12 @@ def serve(
             )
             return 2
         if notes is None:
+            if own_process:
+                pin_allocator()  # host malloc behaves alike in fresh and warm workers
+            # The workload's imports are neither the build's time nor the slice's memory.
+            preload_workload(spec.workload)
+            if not once and own_process and gc.get_freeze_count() == 0:
+                freeze_imports()  # a warm worker not forked from a zygote
             notes = _set_up_device(spec, own_process, log)
         result = run_spec(spec, stdin=stdin, ready_fd=events.fd, log=log, events=events)
         runs += 1

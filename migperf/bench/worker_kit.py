@@ -29,7 +29,10 @@ __all__ = [
     "device_kind",
     "failure_result",
     "is_out_of_memory",
+    "freeze_imports",
     "memory_readings",
+    "pin_allocator",
+    "preload_workload",
     "reset_between_runs",
     "select_device",
     "simulated_warning",
@@ -213,6 +216,9 @@ def reset_between_runs(*, keep_models: bool = True) -> None:
     through ``/proc/self/clear_refs``), and drops torch.compile's caches.
     The model kept by :mod:`migperf.bench.model_cache` stays unless
     ``keep_models`` is false.
+
+    The collection is cheap because what the imports left was frozen before
+    the first run (:func:`freeze_imports`): it passes over what the runs made.
     """
     import gc
 
@@ -241,6 +247,78 @@ def reset_between_runs(*, keep_models: bool = True) -> None:
             f.write("5")  # Linux: reset the peak resident set size to the current one
     except OSError:
         pass
+
+
+#: glibc's mallopt parameters and the values every worker pins (see :func:`pin_allocator`).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD = 32 * _MIB  # the most glibc's dynamic threshold grows to on 64-bit
+_TRIM_THRESHOLD = 2 * _MMAP_THRESHOLD  # as glibc keeps it when the threshold moves
+
+
+def pin_allocator() -> bool:
+    """Fix glibc malloc's mmap and trim thresholds, so the allocator behaves alike in every worker.
+
+    glibc starts a process at a 128 KiB mmap threshold and raises it as
+    large blocks are freed: until then each iteration maps, faults in and
+    unmaps its large tensors. A fresh worker measures while that still
+    happens, a warm one after its earlier runs settled it: on a CPU (a
+    simulated slot) a BERT training step took 4 % more CPU time in a fresh
+    worker. Pinned, both measure with the threshold a long-lived process
+    reaches, and the same in any order of runs. Returns whether it was set
+    (glibc only; elsewhere nothing changes).
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        return bool(
+            libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+            and libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
+        )
+    except (OSError, AttributeError):
+        return False
+
+
+def preload_workload(name: str) -> None:
+    """Import what building workload ``name`` will: torch, its module and model classes.
+
+    A worker does it before its first run, so the imports (transformers'
+    take seconds and 200 MiB) are neither in the build's time nor in an
+    emulated slice's memory (:func:`migperf.bench.emulation.limit_memory`
+    takes what the process holds then as its baseline), in a fresh worker
+    as in a warm one forked from a zygote that imported them. A bad name
+    imports nothing; the run reports it.
+    """
+    import importlib
+
+    importlib.import_module("torch")
+    from migperf.bench.workloads import load_workload
+
+    try:
+        cls = load_workload(name)
+        model_class = getattr(cls, "MODEL_CLASS", None)
+        if model_class:
+            transformers = importlib.import_module("transformers")
+            getattr(transformers, model_class)
+            getattr(transformers, getattr(cls, "CONFIG_CLASS", "AutoConfig"))
+    except Exception:  # noqa: BLE001 - the run itself reports a workload that cannot load
+        return
+
+
+def freeze_imports() -> None:
+    """Collect, then freeze what is left (:func:`gc.freeze`): the imports, before any run.
+
+    A collection then passes over only the objects made since: the warm
+    worker's reset between runs takes milliseconds, where a full pass over
+    torch's and transformers' ~400k objects takes 0.3-0.4 s on a busy core.
+    A zygote does it before it forks (and its workers inherit it), as the
+    CPython documentation advises, so the workers also keep its pages shared.
+    Nothing frozen is ever garbage: models are built after it.
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
 
 
 def failure_result(

@@ -290,6 +290,22 @@ def test_an_unarmed_process_runs_free_until_armed(
     handle.close()
 
 
+def test_time_spent_getting_ready_buys_no_burst_after_the_release(
+    spinners: Callable[[int], list[subprocess.Popen[bytes]]],
+) -> None:
+    # A long burst allowance makes a saved-up credit visible: 0.2 cores x 1 s = 0.2 s.
+    gov = CpuGovernor(burst_s=1.0)
+    (proc,) = spinners(1)
+    # Unarmed for 1.5 s, as a fresh worker importing torch; a warm one is ready at once.
+    handle = gov.attach(proc.pid, group="g", group_cores=0.2, armed=False)
+    time.sleep(1.5)
+    handle.arm()
+    (used,), wall = _cpu_over([proc], 0.5)
+    # The share from the release on (0.1 s), a tick's overshoot; not 0.2 s saved before it.
+    assert used <= 0.2 * wall + 0.04, (used, wall)
+    handle.close()
+
+
 # --- real workers on simulated slices ------------------------------------------------
 
 
@@ -344,3 +360,44 @@ def test_a_worker_at_a_14_of_98_share_measures_slower_than_at_98_of_98() -> None
     slow, fast = rate(14), rate(98)
     # 14/98 of the cores is about 0.14 of the speed; generous for a loaded machine.
     assert slow < 0.6 * fast, (slow, fast)
+
+
+def test_a_warm_worker_on_a_1g_slice_gets_a_seventh_of_the_cores_in_every_run() -> None:
+    from migperf.bench.emulation import host_cores
+    from migperf.bench.launch import launch
+    from migperf.bench.warm import WarmPool
+
+    facts = SliceEmulation("MIG-w", "MIG 1g", memory_mib=4096, sm_count=14, gpu_sm_count=98)
+    share = host_cores() * 14 / 98
+    marks: dict[str, Any] = {}
+
+    def on_event(_index: int, event: dict[str, Any]) -> None:
+        if event.get("event") == "ready":
+            marks["pid"] = event["pid"]
+        if event.get("phase") == "measuring":
+            marks["cpu"], marks["t"] = cpu_seconds(marks["pid"]), time.monotonic()
+
+    with WarmPool(["gemm"]) as pool:
+        pool.prepare(worker_env("cpu", simulated=True) | {"OMP_WAIT_POLICY": "PASSIVE"})
+        for run in (1, 2):
+            marks.clear()
+            spec = sim_spec(
+                "MIG-w",
+                workload="gemm",
+                model_args={"n": 256},
+                batch_size=4,
+                warmup_iterations=2,
+                min_iterations=3,
+                min_duration_s=1.0,
+            )
+            job = LaunchJob(spec, worker_env("cpu", simulated=True), "MIG-w", emulation=facts)
+            out = launch([job], simulated=True, timeout_s=60.0, pool=pool, on_event=on_event)
+            used = (cpu_seconds(marks["pid"]) or 0.0) - marks["cpu"]
+            wall = time.monotonic() - marks["t"]
+            (result,), (use,) = out.results, out.workers or [None]
+            assert result.status == "ok", result.error
+            assert use is not None and use.mode == "warm" and use.forked
+            assert use.run_in_process == run
+            # Its measurement (and the result it wrote, and the reset after it) got the
+            # slice's share, not the host's cores; load from elsewhere can only lower it.
+            assert 0.0 < used <= share * wall + 0.1, (run, used, wall, share)

@@ -149,3 +149,54 @@ def test_a_warm_worker_dies_with_its_runner(how: int) -> None:
     finally:
         runner.kill()
         runner.wait()
+
+
+def test_a_forked_warm_worker_measures_with_the_threads_and_cores_of_a_fresh_one(
+    pool: WarmPool,
+) -> None:
+    from migperf.bench.process import run_worker
+
+    env = {**ENV, "OMP_NUM_THREADS": "1"}  # bound after the fork: the zygote imported with none
+    warm, use = pool.run(spec(), env, device="slot-threads", timeout_s=60)
+    fresh = run_worker(spec(), env, timeout_s=60)
+    assert warm.status == fresh.status == "ok", (warm.error, fresh.error)
+    assert use.forked and warm.environment is not None and fresh.environment is not None
+    assert warm.environment.torch_num_threads == fresh.environment.torch_num_threads == 1
+    assert warm.environment.cpu_count == fresh.environment.cpu_count
+    assert warm.environment.pid != fresh.environment.pid
+
+
+FROZEN = """
+import gc, json, weakref
+from migperf.bench.model_cache import cached_model, keep_only
+from migperf.bench.worker_kit import freeze_imports, pin_allocator, preload_workload, reset_between_runs
+import platform, sys
+pinned = pin_allocator()
+preload_workload("bert-base")
+preload_workload("no-such-workload")  # the run reports it; preloading never fails
+freeze_imports()
+class Model:
+    def __init__(self): self.me = self  # a cycle: only a collection frees it
+model = cached_model(("resnet18",), Model)
+ref = weakref.ref(model)
+del model
+reset_between_runs()
+kept = ref() is not None
+keep_only("bert-base")  # another workload: the kept model must be gone
+print(json.dumps({"frozen": gc.get_freeze_count(), "tracked": len(gc.get_objects()),
+                  "transformers": "transformers" in sys.modules, "kept": kept, "freed": ref() is None,
+                  "pinned": pinned, "glibc": platform.libc_ver()[0] == "glibc"}))
+"""
+
+
+def test_imports_are_frozen_once_and_a_dropped_models_cycles_are_still_freed() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", FROZEN], capture_output=True, text=True, timeout=120, check=True
+    )
+    doc = json.loads(out.stdout.strip().splitlines()[-1])
+    assert doc["transformers"]  # a BERT worker's imports happen before its first run
+    # A collection between runs passes over what the runs made, not torch's and transformers'.
+    assert doc["frozen"] > 100_000 and doc["tracked"] < doc["frozen"] // 10, doc
+    assert doc["kept"] and doc["freed"], doc
+    # glibc's malloc thresholds are fixed: no worker measures while they still move.
+    assert doc["pinned"] == doc["glibc"]

@@ -149,6 +149,14 @@ def _start(cfg: Path, db: Path, *extra: str) -> subprocess.Popen[str]:
     )
 
 
+def _slow(cfg: Path) -> Path:
+    """The config with half-second windows: a warm worker's runs otherwise end within a poll."""
+    text = cfg.read_text()
+    assert "min_duration_s: 0.0" in text
+    cfg.write_text(text.replace("min_duration_s: 0.0", "min_duration_s: 0.5"))
+    return cfg
+
+
 def _wait_for_runs(db: Path, n: int, proc: subprocess.Popen[str], timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -167,7 +175,7 @@ def test_sigint_restores_the_gpu_and_keeps_finished_runs(
     tiny_config: Callable[..., Path], tmp_path: Path
 ) -> None:
     db = tmp_path / "r.db"
-    proc = _start(tiny_config(layouts='["0", "9,9", "14"]', batch_sizes="[1, 2]"), db)
+    proc = _start(_slow(tiny_config(layouts='["0", "9,9", "14"]', batch_sizes="[1, 2]")), db)
     _wait_for_runs(db, 1, proc)
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=120)
@@ -182,7 +190,7 @@ def test_sigkill_then_resume_restores_and_finishes_only_the_missing_runs(
     tiny_config: Callable[..., Path], tmp_path: Path
 ) -> None:
     db = tmp_path / "r.db"
-    cfg = tiny_config(layouts='["0", "9,9"]', batch_sizes="[1, 2]")
+    cfg = _slow(tiny_config(layouts='["0", "9,9"]', batch_sizes="[1, 2]"))
     proc = _start(cfg, db)
     _wait_for_runs(db, 3, proc)
     proc.kill()
