@@ -198,10 +198,18 @@ class PlainOption(TyperOption):
     @classmethod
     def adopt(cls, param: Any) -> None:
         """Make ``param`` a PlainOption if it is a plain typer option of one ``str`` or ``bool``."""
+        # Only typer releases that convert through pydantic have ``type_descriptor``
+        # (0.2x); older ones (0.12-0.1x, e.g. on GPU images) need no help, and
+        # must not be broken by looking for it.
+        descriptor = getattr(param, "type_descriptor", None)
         if (
             type(param) is TyperOption
-            and param.type_descriptor.annotation in (str, bool)
-            and not (param.required or param.multiple or param.nargs != 1)
+            and getattr(descriptor, "annotation", None) in (str, bool)
+            and not (
+                getattr(param, "required", True)
+                or getattr(param, "multiple", True)
+                or getattr(param, "nargs", 0) != 1
+            )
         ):
             param.__class__ = cls
 
@@ -273,11 +281,13 @@ class MigperfGroup(TyperGroup):
         target = getattr(importlib.import_module(module), attribute)
         # typer builds the click command, with this group's settings, as
         # add_typer / command on the group's own app would have.
-        holder = typer.Typer(
-            add_completion=False,
-            rich_markup_mode=self.rich_markup_mode,
-            suggest_commands=self.suggest_commands,
-        )
+        # Settings an older typer (0.12-0.15, e.g. on GPU images) lacks are not passed.
+        settings = {
+            key: getattr(self, key)
+            for key in ("rich_markup_mode", "suggest_commands")
+            if hasattr(self, key)
+        }
+        holder = typer.Typer(add_completion=False, **settings)
         if isinstance(target, typer.Typer):
             holder.add_typer(target, name=name)
         else:
@@ -305,7 +315,7 @@ class MigperfGroup(TyperGroup):
             return super().resolve_command(ctx, args)
         except CLICK_USAGE_ERROR as exc:
             message = str(getattr(exc, "message", ""))
-            if self.suggest_commands and args and message.startswith("No such command"):
+            if getattr(self, "suggest_commands", True) and args and message.startswith("No such command"):
                 from difflib import get_close_matches
 
                 matches = get_close_matches(args[0], self.list_commands(ctx))

@@ -108,3 +108,15 @@ def test_global_options_keep_their_values_without_coercion(monkeypatch: pytest.M
     monkeypatch.setenv("MIGPERF_SIMULATE", "h200")
     result = runner.invoke(app, ["gpus", "--json"])
     assert result.exit_code == 0 and "H200" in result.stdout
+
+
+def test_an_older_typer_without_type_descriptor_is_left_alone() -> None:
+    # Seen on the lent H200's image: its typer's options have no type_descriptor,
+    # and every migperf command died with AttributeError at start.
+    from typer.core import TyperOption
+
+    from migperf.cli._common import PlainOption
+
+    bare = TyperOption.__new__(TyperOption)  # an option as an older typer builds it
+    PlainOption.adopt(bare)
+    assert type(bare) is TyperOption
