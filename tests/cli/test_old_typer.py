@@ -27,7 +27,7 @@ pytestmark = pytest.mark.skipif(
     ("args", "code", "text"),
     [
         (["--simulate", "a100-40gb", "gpus"], 0, "NVIDIA A100-SXM4-40GB"),
-        (["--simulate", "a100-40gb", "mig", "apply", "9g.99gb"], 1, "unknown MIG profile 9g.99gb"),
+        (["--simulate", "a100-40gb", "mig", "apply", "9g.99gb"], 2, "unknown MIG profile 9g.99gb"),
         (["gpuz"], 2, "Did you mean 'gpus'?"),
         (["--help"], 0, "Commands"),
         (["mig", "layouts", "--model", "a30"], 0, "1g.6gb*4"),
