@@ -45,6 +45,10 @@ def strict(text: str) -> Any:
     return json.loads(text, parse_constant=refuse)
 
 
+#: The whole matrix, each framework in its own process: `pytest -m slow` (.ci/run runs it).
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def full(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tmp = tmp_path_factory.mktemp("compat")

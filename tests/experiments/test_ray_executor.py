@@ -36,6 +36,9 @@ from migperf.nvml.facade import Nvml
 from migperf.nvml.sim import clear_cache
 from migperf.results import ResultsStore
 
+#: Local Ray clusters take a minute: `pytest -m slow` (.ci/run runs it after the default suite).
+pytestmark = pytest.mark.slow
+
 needs_ray = pytest.mark.skipif(
     not ray_available(), reason='Ray is not installed (pip install "migperf[ray]")'
 )

@@ -137,11 +137,16 @@ def test_without_slurm_commands_the_option_says_so(monkeypatch: pytest.MonkeyPat
 # ------------------------------------------------------------------ with Slurm
 
 _problem = slurm_problem()
-needs_slurm = pytest.mark.skipif(
+_skip_without_slurm = pytest.mark.skipif(
     _problem is not None,
     reason=f"no Slurm running here ({_problem}); start one with "
     '`eval "$(scripts/slurm-local start)"` (as root, needs slurm-wlm and munge)',
 )
+
+
+def needs_slurm(test: Any) -> Any:
+    """A test against a running Slurm: skipped without one, and ``slow`` (run by ``pytest -m slow``)."""
+    return pytest.mark.slow(_skip_without_slurm(test))
 
 
 @needs_slurm

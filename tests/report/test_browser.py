@@ -14,10 +14,13 @@ import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason="needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)",
-)
+pytestmark = [
+    pytest.mark.slow,  # `pytest -m slow` (.ci/run runs it after the default suite)
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)",
+    ),
+]
 
 
 def _open(page: Path, tmp_path: Path) -> tuple[str, Path]:
