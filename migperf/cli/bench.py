@@ -21,6 +21,7 @@ from migperf.cli.bench_common import (
     TIMEOUT_MARGIN_S,
     Fault,
     RunsFailedError,
+    check_simulated_device,
     fmt_number,
     parse_model_args,
     raise_if_failed,
@@ -280,6 +281,7 @@ def _bench(
     sizes = parse_batch_sizes(batch_size)
     simulate = simulate_or_fallback(ctx, device)
     selection = resolve_device(device, simulated=bool(simulate))
+    check_simulated_device(simulate, device)
     spec = parse_spec(
         {
             "workload": info.name,

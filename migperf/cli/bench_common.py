@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "TIMEOUT_MARGIN_S",
     "Fault",
+    "check_simulated_device",
     "RunsFailedError",
     "fmt_number",
     "parse_model_args",
@@ -173,3 +174,41 @@ def store_and_say(
 
     n = store_bench_results(path, results, device=device, simulate=simulate, repeats=repeats)
     stderr().print(f"stored {n} result(s) in {path} (experiment 'bench'; `migperf results show --results {path}`)", soft_wrap=True, markup=False)
+
+
+def check_simulated_device(simulate: str | None, device: str | None) -> None:
+    """Refuse a GPU index or MIG UUID the simulated machine does not have, as a real one would.
+
+    On a real GPU, ``CUDA_VISIBLE_DEVICES=MIG-<unknown>`` leaves the worker no
+    CUDA device and the run fails; a simulated slot must not quietly measure
+    on the CPU instead.
+
+    Raises:
+        UsageError: the device is not on the simulated machine.
+    """
+    text = (device or "").strip()
+    if not simulate or text.lower() in ("", "cpu", "auto"):
+        return
+    from migperf.errors import GpuNotFoundError
+    from migperf.nvml import open_nvml
+
+    with open_nvml(simulate, read_only=True) as nvml:
+        count = nvml.gpu_count()
+        known: list[str] = [str(i) for i in range(count)]
+        known += [nvml.gpu(i).uuid for i in range(count)]
+        migs = [
+            d.mig_uuid
+            for i in range(count)
+            if (nvml.gpu(i).mig_mode and nvml.gpu(i).mig_mode.current)  # type: ignore[union-attr]
+            for d in nvml.mig_devices(i)
+        ]
+    index = text[5:] if text.lower().startswith("cuda:") else text
+    if index in known or text in migs:
+        return
+    raise GpuNotFoundError(
+        f"--device {text}: no such device on the simulated {simulate}",
+        hint="its GPU indices are 0.."
+        + str(count - 1)
+        + (f"; its MIG devices: {', '.join(migs)}" if migs else "; it has no MIG devices (create some with `migperf --simulate "
+           + simulate + " mig apply ...`)"),
+    )

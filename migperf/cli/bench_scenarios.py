@@ -22,6 +22,7 @@ from migperf.cli._common import print_json, simulate_or_fallback, state, stderr,
 from migperf.cli.bench_common import (
     TIMEOUT_MARGIN_S,
     Fault,
+    check_simulated_device,
     fmt_number,
     parse_model_args,
     raise_if_failed,
@@ -284,6 +285,7 @@ def run_scenario_command(
     sizes = parse_batch_sizes(plain["batch_size"])
     simulate = simulate_or_fallback(ctx, plain["device"])
     selection = resolve_device(plain["device"], simulated=bool(simulate))
+    check_simulated_device(simulate, plain["device"])
     log_root = Path(opts["log_dir"] or DEFAULT_LOG_ROOT).expanduser().resolve()
     scenario: dict[str, Any] = {
         "name": name,

@@ -146,7 +146,13 @@ def test_global_simulate_runs_on_cpu_and_marks_results() -> None:
         ctx.obj = CliState(simulate="a100-40gb")
 
     parent.add_typer(bench.app, name="bench")
-    mig = "MIG-4f8d1a3e-2c5b-5e7a-9b1d-0123456789ab"
+    # A MIG device the simulated machine has (one it lacks is refused, as a real GPU would).
+    from migperf.mig import apply_layout
+    from migperf.nvml import open_nvml
+
+    with open_nvml("a100-40gb") as nvml:
+        apply_layout(nvml, 0, "1g.5gb")
+        mig = nvml.mig_devices(0)[0].mig_uuid
     args = [
         "bench",
         "infer",

@@ -86,3 +86,15 @@ def test_without_results_nothing_is_written(tmp_path: Path, monkeypatch) -> None
     )
     assert code == 0, out
     assert not (tmp_path / "results").exists() and "stored" not in out
+
+
+def test_a_device_the_simulated_machine_lacks_is_refused(tmp_path: Path) -> None:
+    # A real GPU leaves a worker pinned to an unknown MIG UUID no CUDA device;
+    # the simulator used to measure on the CPU anyway.
+    base = ("bench", "infer", "--model", "gemm", "--model-arg", "n=32", "--max-duration", "0.3")
+    code, out = invoke(
+        "--simulate", "a100-40gb", *base, "--device", "MIG-00000000-0000-0000-0000-000000000000"
+    )
+    assert code == 1 and "no such device on the simulated a100-40gb" in out and "mig apply" in out
+    code, out = invoke("--simulate", "a100-40gb:2", *base, "--device", "2")
+    assert code == 1 and "its GPU indices are 0..1" in out
