@@ -16,13 +16,14 @@ import importlib.util
 import json
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 __all__ = [
     "CONTEXT_ENV",
     "IMPORT_FAILED",
     "LINE_PREFIX",
+    "ONE_MIG_DEVICE",
     "Context",
     "ExpectedFail",
     "Probe",
@@ -30,7 +31,9 @@ __all__ = [
     "describe",
     "importable",
     "load_probe",
+    "loss_fell",
     "trim",
+    "two_devices",
 ]
 
 #: The variable that hands a check process its :class:`Context` (JSON).
@@ -52,6 +55,38 @@ class Skip(Exception):
 
 class ExpectedFail(Exception):
     """The check failed the way NVIDIA documents for MIG; the message is the error and the fact."""
+
+
+#: NVIDIA's fact behind a process that sees one of two exposed MIG devices.
+ONE_MIG_DEVICE = (
+    "NVIDIA: a CUDA process enumerates one MIG device (one per GPU instance on R570+ drivers); "
+    "see docs/reference/mig-compat.md"
+)
+
+
+def two_devices(ctx: Context, seen: str, count: int) -> str:
+    """The verdict of a framework that sees ``count`` GPUs with two devices exposed.
+
+    Both seen: ``seen``. One of two MIG devices: the documented limit
+    (:class:`ExpectedFail`). One of two whole GPUs: a failure.
+    """
+    if count >= 2:
+        return seen
+    if ctx.mig:
+        raise ExpectedFail(f"{seen}. {ONE_MIG_DEVICE}")
+    raise RuntimeError(f"{seen}; expected 2")
+
+
+def loss_fell(losses: Sequence[float], where: str) -> str:
+    """A training check's verdict: the loss must fall over its steps.
+
+    Raises:
+        RuntimeError: it did not.
+    """
+    steps = len(losses)
+    if not losses[-1] < losses[0]:
+        raise RuntimeError(f"the loss did not fall in {steps} steps: {list(losses)}")
+    return f"{steps} SGD steps on {where}, loss {losses[0]:.3f} -> {losses[-1]:.3f}"
 
 
 @dataclass(frozen=True)

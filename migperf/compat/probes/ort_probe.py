@@ -12,7 +12,15 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from migperf.compat.probes.kit import Context, ExpectedFail, Probe, describe, importable, trim
+from migperf.compat.probes.kit import (
+    ONE_MIG_DEVICE,
+    Context,
+    ExpectedFail,
+    Probe,
+    describe,
+    importable,
+    trim,
+)
 
 __all__ = ["CHECKS", "tiny_model"]
 
@@ -147,10 +155,7 @@ def check_devices_two(ctx: Context) -> str:
     if len(ok) == 2:
         return seen
     if ok == [0] and ctx.mig:
-        raise ExpectedFail(
-            f"{seen}; device 1: {trim(refusal, 200)}. NVIDIA: a CUDA process enumerates one "
-            "MIG device (one per GPU instance on R570+); see docs/reference/mig-compat.md"
-        )
+        raise ExpectedFail(f"{seen}; device 1: {trim(refusal, 200)}. {ONE_MIG_DEVICE}")
     raise RuntimeError(f"{seen}; expected [0, 1]. {refusal}")
 
 

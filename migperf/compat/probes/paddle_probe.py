@@ -10,7 +10,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from migperf.compat.probes.kit import Context, ExpectedFail, Probe, describe, trim
+from migperf.compat.probes.kit import (
+    Context,
+    Probe,
+    describe,
+    loss_fell,
+    trim,
+    two_devices,
+)
 
 __all__ = ["CHECKS"]
 
@@ -109,9 +116,7 @@ def check_train(ctx: Context, steps: int = 5) -> str:
         opt.step()
         opt.clear_grad()
         losses.append(float(loss))
-    if not losses[-1] < losses[0]:
-        raise RuntimeError(f"the loss did not fall in {steps} steps: {losses}")
-    return f"{steps} SGD steps on {device}, loss {losses[0]:.3f} -> {losses[-1]:.3f}"
+    return loss_fell(losses, device)
 
 
 def check_devices_two(ctx: Context) -> str:
@@ -120,14 +125,7 @@ def check_devices_two(ctx: Context) -> str:
     if not n:
         raise ctx.no_cuda(f"paddle {_version()} sees no GPU")
     seen = f"sees {n} of {len(ctx.devices)} exposed"
-    if n >= 2:
-        return seen
-    if ctx.mig:
-        raise ExpectedFail(
-            f"{seen}. NVIDIA: a CUDA process enumerates one MIG device (one per GPU instance "
-            "on R570+); see docs/reference/mig-compat.md"
-        )
-    raise RuntimeError(f"{seen}; expected 2")
+    return two_devices(ctx, seen, n)
 
 
 def check_oom(ctx: Context) -> str:

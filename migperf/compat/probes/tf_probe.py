@@ -9,7 +9,15 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from migperf.compat.probes.kit import Context, ExpectedFail, Probe, describe, trim
+from migperf.compat.probes.kit import (
+    Context,
+    ExpectedFail,
+    Probe,
+    describe,
+    loss_fell,
+    trim,
+    two_devices,
+)
 
 __all__ = ["CHECKS"]
 
@@ -114,9 +122,7 @@ def check_train(ctx: Context, steps: int = 5) -> str:
                 )
             )
             losses.append(float(loss))
-    if not losses[-1] < losses[0]:
-        raise RuntimeError(f"the loss did not fall in {steps} steps: {losses}")
-    return f"{steps} SGD steps on {device}, loss {losses[0]:.3f} -> {losses[-1]:.3f}"
+    return loss_fell(losses, device)
 
 
 def check_devices_two(ctx: Context) -> str:
@@ -125,14 +131,7 @@ def check_devices_two(ctx: Context) -> str:
     if not gpus:
         raise ctx.no_cuda(f"tensorflow {_version()} sees no GPU")
     seen = f"sees {len(gpus)} of {len(ctx.devices)} exposed: {', '.join(d.name for d in gpus)}"
-    if len(gpus) >= 2:
-        return seen
-    if ctx.mig:
-        raise ExpectedFail(
-            f"{seen}. NVIDIA: a CUDA process enumerates one MIG device (one per GPU instance "
-            "on R570+); see docs/reference/mig-compat.md"
-        )
-    raise RuntimeError(f"{seen}; expected 2")
+    return two_devices(ctx, seen, len(gpus))
 
 
 def check_data_parallel(ctx: Context) -> str:

@@ -16,7 +16,7 @@ import sys
 import tempfile
 from typing import Any
 
-from migperf.compat.probes.kit import Context, ExpectedFail, Probe, trim
+from migperf.compat.probes.kit import Context, ExpectedFail, Probe, loss_fell, trim, two_devices
 
 __all__ = ["COMPILED", "EAGER"]
 
@@ -124,9 +124,7 @@ def _train(ctx: Context, compiled: bool, steps: int = 5) -> str:
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
-    if not losses[-1] < losses[0]:
-        raise RuntimeError(f"the loss did not fall in {steps} steps: {losses}")
-    return f"{steps} SGD steps on {_where(device)}, loss {losses[0]:.3f} -> {losses[-1]:.3f}"
+    return loss_fell(losses, _where(device))
 
 
 def check_devices_two(ctx: Context) -> str:
@@ -139,14 +137,7 @@ def check_devices_two(ctx: Context) -> str:
     names = [torch.cuda.get_device_name(i) for i in range(n)]
     used = _uuid(0)
     seen = f"sees {n} of {len(ctx.devices)} exposed: {', '.join(names)}; cuda:0 is {used}"
-    if n >= 2:
-        return seen
-    if n == 1 and ctx.mig:
-        raise ExpectedFail(
-            f"{seen}. NVIDIA: a CUDA process enumerates one MIG device (one per GPU instance "
-            "on R570+ drivers); see docs/reference/mig-compat.md"
-        )
-    raise RuntimeError(f"{seen}; expected 2")
+    return two_devices(ctx, seen, n)
 
 
 def _uuid(index: int) -> str:
