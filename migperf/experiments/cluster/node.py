@@ -47,7 +47,15 @@ from migperf.experiments.runner import ExperimentRunner
 from migperf.mig.journal import OriginalLayout
 from migperf.results.store import RunRecord
 
-__all__ = ["MODULE", "StreamingStore", "describe_node", "main", "node_model", "subset_plan"]
+__all__ = [
+    "MODULE",
+    "SentRuns",
+    "StreamingStore",
+    "describe_node",
+    "main",
+    "node_model",
+    "subset_plan",
+]
 
 MODULE = "migperf.experiments.cluster.node"
 
@@ -215,6 +223,77 @@ def _claim_stdout() -> IO[str]:
     return os.fdopen(fd, "w", encoding="utf-8")
 
 
+class SentRuns:
+    """Run the runs a driver sent, on this machine: the node side shared by Ray and Slurm.
+
+    Plans the request's config here, runs the keys the driver sent (it decided
+    what to run and numbers the attempts: ``rerun``), and streams events and
+    records to ``store``, then one ``report``. Install :meth:`on_term` as the
+    SIGTERM handler: before the runner starts nothing has changed, so it stops
+    at once; while the runner runs, the runner's own handler turns SIGTERM into
+    Ctrl-C, and a signal that lands just before that handler is in place stops
+    it at its next event; after the runner returns the restore is in
+    progress, and it finishes.
+    """
+
+    def __init__(self, store: StreamingStore) -> None:
+        self.store = store
+        self.phase = "setup"
+        self.stop = threading.Event()
+
+    def on_term(self, signum: int, frame: Any) -> None:
+        """The SIGTERM handler (see the class docstring)."""
+        self.stop.set()
+        if self.phase == "setup":
+            raise KeyboardInterrupt(f"signal {signum}")
+
+    def on_event(self, kind: str, **info: Any) -> None:
+        """The runner's event callback: stream it, and stop where a stop was asked for."""
+        self.store.send(event_message(kind, info))
+        if self.stop.is_set() and kind in ("layout", "run_start"):
+            raise KeyboardInterrupt("stop requested")
+
+    def run(self, request: Mapping[str, Any]) -> int:
+        """Plan and run; returns 0 (every run attempted), 130 (stopped) or 1 (the ``report`` says why)."""
+        from migperf.nvml import open_nvml
+
+        store = self.store
+        try:
+            cfg = ExperimentConfig.model_validate(request["config"])
+            nvml = open_nvml(
+                request.get("simulate"), allow_fallback=False, read_only=request.get("read_only")
+            )
+            try:
+                plan = plan_experiment(nvml, cfg, f"experiment {cfg.name!r}", dry_run=False)
+                sub, missing = subset_plan(plan, request["keys"])
+                if missing:
+                    store.send({"type": "missing", "keys": missing})
+                runner = ExperimentRunner(nvml, sub, store, rerun=True, on_event=self.on_event)
+                self.phase = "running"
+                report = runner.run()
+            finally:
+                nvml.shutdown()
+        except KeyboardInterrupt:
+            store.send({"type": "report", "ok": True, "interrupted": True, "restored": True})
+            return 130
+        except MigperfError as exc:
+            store.send({"type": "report", "ok": False, "error": exc.message, "hint": exc.hint})
+            return 1
+        finally:
+            self.phase = "done"
+        store.send(
+            {
+                "type": "report",
+                "ok": True,
+                "interrupted": report.interrupted,
+                "restored": report.restored,
+                "wall_s": report.wall_s,
+                "time_s": report.time_s,
+            }
+        )
+        return 130 if report.interrupted else 0
+
+
 def main() -> int:
     """Run a subset of an experiment on this node (see the module docstring).
 
@@ -222,28 +301,11 @@ def main() -> int:
         0 when every run was attempted, 130 when stopped, 1 when the node
         could not run its runs (the ``report`` line says why).
     """
-    from migperf.nvml import open_nvml
-
     out = _claim_stdout()
     store = StreamingStore(out)
-    phase = {"value": "setup"}
-    stop = threading.Event()
+    job = SentRuns(store)
 
-    def on_term(signum: int, frame: Any) -> None:
-        # Before the runner starts nothing has changed: stop at once. While it
-        # runs, its own handler turns SIGTERM into Ctrl-C; a signal that lands
-        # just before that handler is in place stops it at its next event.
-        # After it returns the restore is in progress: let it finish.
-        stop.set()
-        if phase["value"] == "setup":
-            raise KeyboardInterrupt(f"signal {signum}")
-
-    def on_event(kind: str, **info: Any) -> None:
-        store.send(event_message(kind, info))
-        if stop.is_set() and kind in ("layout", "run_start"):
-            raise KeyboardInterrupt("stop requested")
-
-    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGTERM, job.on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         request = json.loads(sys.stdin.readline() or "null")
@@ -275,41 +337,8 @@ def main() -> int:
                     },
                 )
             )
-    try:
-        threading.Thread(target=watch_agent, daemon=True).start()
-        cfg = ExperimentConfig.model_validate(request["config"])
-        nvml = open_nvml(
-            request.get("simulate"), allow_fallback=False, read_only=request.get("read_only")
-        )
-        try:
-            plan = plan_experiment(nvml, cfg, f"experiment {cfg.name!r}", dry_run=False)
-            sub, missing = subset_plan(plan, request["keys"])
-            if missing:
-                store.send({"type": "missing", "keys": missing})
-            # The driver decided what to run and numbers the attempts: run all it sent.
-            runner = ExperimentRunner(nvml, sub, store, rerun=True, on_event=on_event)
-            phase["value"] = "running"
-            report = runner.run()
-            phase["value"] = "done"
-        finally:
-            nvml.shutdown()
-    except KeyboardInterrupt:
-        store.send({"type": "report", "ok": True, "interrupted": True, "restored": True})
-        return 130
-    except MigperfError as exc:
-        store.send({"type": "report", "ok": False, "error": exc.message, "hint": exc.hint})
-        return 1
-    store.send(
-        {
-            "type": "report",
-            "ok": True,
-            "interrupted": report.interrupted,
-            "restored": report.restored,
-            "wall_s": report.wall_s,
-            "time_s": report.time_s,
-        }
-    )
-    return 130 if report.interrupted else 0
+    threading.Thread(target=watch_agent, daemon=True).start()
+    return job.run(request)
 
 
 if __name__ == "__main__":

@@ -22,16 +22,10 @@ import json
 import os
 import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
-from migperf.errors import MigperfError
-from migperf.experiments.cluster.node import StreamingStore, describe_node, subset_plan
-from migperf.experiments.config import ExperimentConfig
-from migperf.experiments.events import event_message
-from migperf.experiments.planning import plan_experiment
-from migperf.experiments.runner import ExperimentRunner
+from migperf.experiments.cluster.node import SentRuns, StreamingStore, describe_node
 
 __all__ = ["MODULE", "describe", "main", "run"]
 
@@ -66,66 +60,18 @@ def run(request: dict[str, Any], shard: Path) -> int:
         0 when every run was attempted, 130 when stopped, 1 when the runs
         could not start (the ``report`` line says why).
     """
-    from migperf.nvml import open_nvml
-
     fh = shard.open("a", encoding="utf-8")
     store = StreamingStore(fh)
-    phase = {"value": "setup"}
-    stop = threading.Event()
-
-    def on_term(signum: int, frame: Any) -> None:
-        # As in the Ray node runner: before the runner starts, stop at once;
-        # while it runs its own handler turns SIGTERM into Ctrl-C.
-        stop.set()
-        if phase["value"] == "setup":
-            raise KeyboardInterrupt(f"signal {signum}")
-
-    def on_event(kind: str, **info: Any) -> None:
-        store.send(event_message(kind, info))
-        if stop.is_set() and kind in ("layout", "run_start"):
-            raise KeyboardInterrupt("stop requested")
-
-    signal.signal(signal.SIGTERM, on_term)
+    job = SentRuns(store)  # as the Ray node runs them
+    signal.signal(signal.SIGTERM, job.on_term)
     if request.get("state_dir"):
         # A simulated sweep: each job is a machine of its own (its own GPU state and leases).
         os.environ["MIGPERF_STATE_DIR"] = request["state_dir"]
-    store.send({"type": "started", "pid": os.getpid(), "slurm": _slurm_env()})
     try:
-        cfg = ExperimentConfig.model_validate(request["config"])
-        nvml = open_nvml(
-            request.get("simulate"), allow_fallback=False, read_only=request.get("read_only")
-        )
-        try:
-            plan = plan_experiment(nvml, cfg, f"experiment {cfg.name!r}", dry_run=False)
-            sub, missing = subset_plan(plan, request["keys"])
-            if missing:
-                store.send({"type": "missing", "keys": missing})
-            runner = ExperimentRunner(nvml, sub, store, rerun=True, on_event=on_event)
-            phase["value"] = "running"
-            report = runner.run()
-            phase["value"] = "done"
-        finally:
-            nvml.shutdown()
-    except KeyboardInterrupt:
-        store.send({"type": "report", "ok": True, "interrupted": True, "restored": True})
-        return 130
-    except MigperfError as exc:
-        store.send({"type": "report", "ok": False, "error": exc.message, "hint": exc.hint})
-        return 1
+        store.send({"type": "started", "pid": os.getpid(), "slurm": _slurm_env()})
+        return job.run(request)
     finally:
-        phase["value"] = "done"
-    store.send(
-        {
-            "type": "report",
-            "ok": True,
-            "interrupted": report.interrupted,
-            "restored": report.restored,
-            "wall_s": report.wall_s,
-            "time_s": report.time_s,
-        }
-    )
-    fh.close()
-    return 130 if report.interrupted else 0
+        fh.close()
 
 
 def main(argv: list[str] | None = None) -> int:
