@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import migperf
-from migperf.bench.result import ErrorInfo, ProcessInfo, WorkerResult, load_result
+from migperf.bench.result import ErrorInfo, ProcessInfo, WorkerResult, load_result, unanswered
 from migperf.bench.spec import BenchSpec
 from migperf.bench.throttle import Governed, govern
 from migperf.bench.worker import PARENT_PID_ENV, READY_FD_ENV
@@ -45,13 +45,6 @@ if TYPE_CHECKING:
 __all__ = ["GroupResult", "WorkerGroup", "WorkerProcess", "run_group", "run_worker"]
 
 _PACKAGE_ROOT = str(Path(migperf.__file__).resolve().parent.parent)
-
-
-def _signal_name(num: int) -> str:
-    try:
-        return signal.Signals(num).name
-    except ValueError:
-        return f"signal {num}"
 
 
 class WorkerProcess:
@@ -352,7 +345,6 @@ class WorkerProcess:
                 self._proc.stdin.close()
 
     def _interpret(self, info: ProcessInfo) -> WorkerResult:
-        last = next((line for line in reversed(info.stderr_tail) if line.strip()), "")
         doc = self._document()
         if doc is not None:
             update: dict[str, Any] = {"process": info, "simulated": self.spec.simulated}
@@ -364,36 +356,7 @@ class WorkerProcess:
                 ]
             # The parent owns `simulated`: it is a property of the slot, not of what the worker saw.
             return doc.model_copy(update=update)
-        if info.timed_out:
-            return WorkerResult.for_spec(
-                self.spec,
-                "timeout",
-                error=ErrorInfo(
-                    kind="timeout",
-                    message=f"the worker ran past its {self.timeout_s:g} s timeout and was killed"
-                    + (f"; last stderr line: {last}" if last else ""),
-                    hint="raise --timeout, or lower --max-duration / --warmup",
-                    phase="process",
-                ),
-                process=info,
-            )
-        rc = info.returncode
-        if rc is not None and rc < 0:
-            how = f"was killed by {_signal_name(-rc)}"
-        else:
-            how = f"exited with status {rc}"
-        return WorkerResult.for_spec(
-            self.spec,
-            "crashed",
-            error=ErrorInfo(
-                kind="signal" if rc is not None and rc < 0 else "exit",
-                message=f"the worker {how} without a result"
-                + (f"; last stderr line: {last}" if last else ""),
-                hint="the last lines of its stderr are in process.stderr_tail",
-                phase="process",
-            ),
-            process=info,
-        )
+        return unanswered(self.spec, info)
 
     def _document(self) -> WorkerResult | None:
         text = bytes(self._stdout).decode("utf-8", "replace").strip()

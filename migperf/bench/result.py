@@ -11,6 +11,7 @@ batch size after a smaller one ran out of memory).
 
 from __future__ import annotations
 
+import signal
 from typing import Any, Literal
 
 from pydantic import Field
@@ -32,6 +33,7 @@ __all__ = [
     "TimingInfo",
     "WorkerResult",
     "load_result",
+    "unanswered",
 ]
 
 #: Version of the result document; bumped when a field changes meaning.
@@ -302,3 +304,44 @@ def load_result(data: str | bytes | dict[str, Any]) -> WorkerResult:
         return WorkerResult.model_validate(doc)
     except ValueError as exc:
         raise UsageError(f"malformed result document: {exc}") from None
+
+
+def unanswered(spec: BenchSpec, info: ProcessInfo) -> WorkerResult:
+    """The result of a worker that wrote none: ``timeout`` when the parent killed it, else ``crashed``.
+
+    The error names the limit or the exit status or signal, and the worker's
+    last stderr line (all of its tail is in ``process.stderr_tail``).
+    """
+    last = next((line for line in reversed(info.stderr_tail) if line.strip()), "")
+    said = f"; last stderr line: {last}" if last else ""
+    if info.timed_out:
+        return WorkerResult.for_spec(
+            spec,
+            "timeout",
+            error=ErrorInfo(
+                kind="timeout",
+                message=f"the worker ran past its {info.timeout_s:g} s timeout and was killed{said}",
+                hint="raise --timeout, or lower --max-duration / --warmup",
+                phase="process",
+            ),
+            process=info,
+        )
+    rc = info.returncode
+    if rc is not None and rc < 0:
+        try:
+            how = f"was killed by {signal.Signals(-rc).name}"
+        except ValueError:
+            how = f"was killed by signal {-rc}"
+    else:
+        how = f"exited with status {rc}"
+    return WorkerResult.for_spec(
+        spec,
+        "crashed",
+        error=ErrorInfo(
+            kind="signal" if rc is not None and rc < 0 else "exit",
+            message=f"the worker {how} without a result{said}",
+            hint="the last lines of its stderr are in process.stderr_tail",
+            phase="process",
+        ),
+        process=info,
+    )

@@ -48,7 +48,7 @@ from typing import Any
 
 import migperf
 from migperf.bench.emulation import EMULATION_ENV
-from migperf.bench.result import ErrorInfo, ProcessInfo, WorkerResult, load_result
+from migperf.bench.result import ProcessInfo, WorkerResult, load_result, unanswered
 from migperf.bench.spec import BenchSpec
 from migperf.bench.throttle import govern
 from migperf.bench.worker import PARENT_PID_ENV, READY_FD_ENV
@@ -341,39 +341,7 @@ class WarmWorker:
                 doc = None
             if doc is not None:
                 return doc.model_copy(update={"process": info, "simulated": spec.simulated})
-        last = next((text for text in reversed(tail) if text.strip()), "")
-        if timed_out:
-            return WorkerResult.for_spec(
-                spec,
-                "timeout",
-                error=ErrorInfo(
-                    kind="timeout",
-                    message=f"the worker ran past its {timeout_s:g} s timeout and was killed"
-                    + (f"; last stderr line: {last}" if last else ""),
-                    hint="raise --timeout, or lower --max-duration / --warmup",
-                    phase="process",
-                ),
-                process=info,
-            )
-        if rc is not None and rc < 0:
-            try:
-                how = f"was killed by {signal.Signals(-rc).name}"
-            except ValueError:
-                how = f"was killed by signal {-rc}"
-        else:
-            how = f"exited with status {rc}"
-        return WorkerResult.for_spec(
-            spec,
-            "crashed",
-            error=ErrorInfo(
-                kind="signal" if rc is not None and rc < 0 else "exit",
-                message=f"the worker {how} without a result"
-                + (f"; last stderr line: {last}" if last else ""),
-                hint="the last lines of its stderr are in process.stderr_tail",
-                phase="process",
-            ),
-            process=info,
-        )
+        return unanswered(spec, info)
 
     # -- ending ------------------------------------------------------------
 
