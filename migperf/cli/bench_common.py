@@ -167,13 +167,22 @@ def run_with_progress(
 
 
 def store_and_say(
-    path: Path, results: list[WorkerResult], *, device: str | None, simulate: str | None, repeats: int
+    path: Path,
+    results: list[WorkerResult],
+    *,
+    device: str | None,
+    simulate: str | None,
+    repeats: int,
 ) -> None:
     """``--results``: store the results like ``migperf run`` and say where (stderr)."""
     from migperf.cli.bench_store import store_bench_results
 
     n = store_bench_results(path, results, device=device, simulate=simulate, repeats=repeats)
-    stderr().print(f"stored {n} result(s) in {path} (experiment 'bench'; `migperf results show --results {path}`)", soft_wrap=True, markup=False)
+    stderr().print(
+        f"stored {n} result(s) in {path} (experiment 'bench'; `migperf results show --results {path}`)",
+        soft_wrap=True,
+        markup=False,
+    )
 
 
 def check_simulated_device(simulate: str | None, device: str | None) -> None:
@@ -184,31 +193,31 @@ def check_simulated_device(simulate: str | None, device: str | None) -> None:
     on the CPU instead.
 
     Raises:
-        UsageError: the device is not on the simulated machine.
+        GpuNotFoundError: the device is not on the simulated machine.
     """
     text = (device or "").strip()
     if not simulate or text.lower() in ("", "cpu", "auto"):
         return
     from migperf.errors import GpuNotFoundError
     from migperf.nvml import open_nvml
+    from migperf.telemetry.target import resolve_target
 
     with open_nvml(simulate, read_only=True) as nvml:
-        count = nvml.gpu_count()
-        known: list[str] = [str(i) for i in range(count)]
-        known += [nvml.gpu(i).uuid for i in range(count)]
-        migs = [
-            d.mig_uuid
-            for i in range(count)
-            if (nvml.gpu(i).mig_mode and nvml.gpu(i).mig_mode.current)  # type: ignore[union-attr]
-            for d in nvml.mig_devices(i)
-        ]
-    index = text[5:] if text.lower().startswith("cuda:") else text
-    if index in known or text in migs:
-        return
+        try:
+            resolve_target(nvml, text)
+            return
+        except GpuNotFoundError as exc:
+            count = nvml.gpu_count()
+            migs = [
+                d.mig_uuid for g in nvml.gpus() if g.mig_devices for d in nvml.mig_devices(g.index)
+            ]
+            missing = exc
     raise GpuNotFoundError(
         f"--device {text}: no such device on the simulated {simulate}",
-        hint="its GPU indices are 0.."
-        + str(count - 1)
-        + (f"; its MIG devices: {', '.join(migs)}" if migs else "; it has no MIG devices (create some with `migperf --simulate "
-           + simulate + " mig apply ...`)"),
-    )
+        hint=f"its GPU indices are 0..{count - 1}"
+        + (
+            f"; its MIG devices: {', '.join(migs)}"
+            if migs
+            else f"; it has no MIG devices (create some with `migperf --simulate {simulate} mig apply ...`)"
+        ),
+    ) from missing

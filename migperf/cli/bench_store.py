@@ -27,49 +27,37 @@ BENCH_EXPERIMENT = "bench"
 
 
 def _where(device: str | None, simulate: str | None) -> dict[str, Any]:
-    """GPU, profile and layout of ``device`` from NVML; empty for the CPU or an unknown device."""
+    """GPU, profile and layout of ``device`` from NVML; empty for the CPU or a device NVML lacks."""
     text = (device or "").strip()
     if not text or text.lower() in ("cpu", "auto"):
         return {}
     from migperf.errors import MigperfError
     from migperf.nvml import open_nvml
+    from migperf.telemetry.target import resolve_target
 
     try:
         nvml = open_nvml(simulate, allow_fallback=False, read_only=True)
     except MigperfError:
         return {}
     try:
-        out: dict[str, Any] = {"driver_version": nvml.driver_version()}
-        for g in range(nvml.gpu_count()):
-            info = nvml.gpu(g)
-            if text == str(g) or text == info.uuid:
-                mig_on = bool(info.mig_mode and info.mig_mode.current)
-                layout = None
-                if mig_on:
-                    layout = (
-                        ",".join(d.name.rsplit(" ", 1)[-1] for d in nvml.mig_devices(g)) or None
-                    )
-                return {
-                    **out,
-                    "gpu_index": g,
-                    "gpu_name": info.name,
-                    "gpu_uuid": info.uuid,
-                    "layout": layout,
-                }
-            if text.startswith("MIG-") and info.mig_mode and info.mig_mode.current:
-                devices = nvml.mig_devices(g)
-                for d in devices:
-                    if d.mig_uuid == text:
-                        return {
-                            **out,
-                            "gpu_index": g,
-                            "gpu_name": info.name,
-                            "gpu_uuid": info.uuid,
-                            "mig_uuid": d.mig_uuid,
-                            "profile": d.name.rsplit(" ", 1)[-1],
-                            "layout": ",".join(x.name.rsplit(" ", 1)[-1] for x in devices),
-                        }
-        return out
+        target = resolve_target(nvml, text)
+        if target is None:
+            return {}
+        info = nvml.gpu(target.gpu_index)
+        layout = None
+        if info.mig_mode and info.mig_mode.current:
+            layout = ",".join(d.name.rsplit(" ", 1)[-1] for d in nvml.mig_devices(target.gpu_index))
+        return {
+            "driver_version": nvml.driver_version(),
+            "gpu_index": target.gpu_index,
+            "gpu_name": info.name,
+            "gpu_uuid": target.gpu_uuid,
+            "mig_uuid": target.mig_uuid,
+            "profile": target.profile,
+            "layout": layout or None,
+        }
+    except MigperfError:
+        return {}
     finally:
         nvml.shutdown()
 
