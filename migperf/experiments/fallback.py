@@ -11,7 +11,6 @@ for an A30 runs on a simulated A30 rather than failing on the default A100.
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -19,26 +18,30 @@ if TYPE_CHECKING:
 
 __all__ = ["profile_names", "simulated_machine_for"]
 
-_PROFILE = re.compile(r"^(\d+g\.\d+gb(?:[+-](?:me|gfx))?)")
-
 
 def profile_names(cfg: ExperimentConfig) -> set[str]:
-    """Every MIG profile name the config's layouts and instance choices spell out."""
-    texts = list(cfg.layouts)
-    for arm in cfg.sharing:
-        texts += list(arm.layouts or [])
+    """Every MIG profile name the config's layouts and instance choices spell out.
+
+    Profiles given by id (``9``) name no model and are left out, as are the
+    ``current`` and ``disabled`` layouts.
+    """
+    from migperf.errors import UsageError
+    from migperf.experiments.sweep import CURRENT, DISABLED
+    from migperf.mig.layout import parse_layout
+
+    layouts = [*cfg.layouts, *(x for arm in cfg.sharing for x in arm.layouts or [])]
+    picked: list[object] = list(cfg.instances) if isinstance(cfg.instances, list) else []
     for job in [*cfg.jobs, *cfg.neighbors]:
-        inst = job.instances
-        if isinstance(inst, list):
-            texts += [str(x) for x in inst]
-    if isinstance(cfg.instances, list):
-        texts += [str(x) for x in cfg.instances]
-    names: set[str] = set()
-    for text in texts:
-        for part in str(text).split(","):
-            m = _PROFILE.match(part.strip().lower())
-            if m:
-                names.add(m.group(1))
+        if isinstance(job.instances, list):
+            picked += job.instances
+    names = {str(p).lower() for p in picked if not str(p).isdigit()}
+    for text in layouts:
+        if text in (CURRENT, DISABLED):
+            continue
+        try:
+            names |= {i.profile for i in parse_layout(text).instances if isinstance(i.profile, str)}
+        except UsageError:
+            continue  # planning reports a bad layout with its place in the file
     return names
 
 
