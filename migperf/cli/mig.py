@@ -244,6 +244,7 @@ def _targets(ctx: typer.Context, model: str | None, gpu: int | None) -> list[tup
     """
     from migperf.errors import UsageError
     from migperf.mig.solver import MigGeometry
+    from migperf.mig.solver.explain import index_ranges
     from migperf.nvml.catalog import get_model
 
     if model is not None:
@@ -271,23 +272,9 @@ def _targets(ctx: typer.Context, model: str | None, gpu: int | None) -> list[tup
         )
     out = []
     for name, (geometry, indices) in groups.items():
-        label = f"GPU {indices[0]}" if len(indices) == 1 else f"GPUs {_ranges(indices)}"
+        label = f"GPU {indices[0]}" if len(indices) == 1 else f"GPUs {','.join(index_ranges(indices))}"
         out.append((geometry, f"{label} ({name})"))
     return out
-
-
-def _ranges(indices: list[int]) -> str:
-    """``[0, 1, 2, 5]`` -> ``0-2,5``."""
-    parts: list[str] = []
-    start = prev = indices[0]
-    for i in [*indices[1:], None]:
-        if i is not None and i == prev + 1:
-            prev = i
-            continue
-        parts.append(str(start) if start == prev else f"{start}-{prev}")
-        if i is not None:
-            start = prev = i
-    return ",".join(parts)
 
 
 def _one_or_list(items: list[dict[str, object]], single: bool) -> object:

@@ -26,6 +26,7 @@ __all__ = [
     "blocked",
     "check_sums",
     "existing_label",
+    "index_ranges",
     "no_arrangement",
     "split_unfit",
     "start_clash",
@@ -69,7 +70,7 @@ def _join(items: Sequence[str], word: str = "and") -> str:
     return f"{', '.join(items[:-1])} {word} {items[-1]}"
 
 
-def _ranges(values: Sequence[int]) -> list[str]:
+def index_ranges(values: Sequence[int]) -> list[str]:
     """``[0, 1, 2, 3, 5, 6]`` -> ``["0-3", "5", "6"]`` (runs of three or more collapse)."""
     vals = sorted(set(values))
     out: list[str] = []
@@ -88,7 +89,7 @@ def _ranges(values: Sequence[int]) -> list[str]:
 
 def _slices(values: Sequence[int], word: str = "and") -> str:
     """``slice 3``, ``slices 0-3``, ``slices 1 and 5``."""
-    parts = _ranges(values)
+    parts = index_ranges(values)
     plural = len(values) > 1
     return ("slices " if plural else "slice ") + _join(parts, word)
 
