@@ -10,10 +10,16 @@ true answer follows from the service times alone:
 * offline (batch 8): 8 samples per service time, back to back;
 * closed-loop (concurrency 1, batch 1): like single-stream, timed by migperf;
 * server (batch 1, Poisson arrivals at half the service rate): a queue. The
-  truth is what a server with these service times does with the arrivals
-  this run actually had (Lindley's recursion over the arrival times the SUT
-  saw); the M/D/1 formula's p50/p99 are printed for context (one finite run
-  differs from them by sampling noise, which is not migperf's error).
+  truth is what a FIFO server with these service times does with the
+  arrivals LoadGen scheduled (Lindley's recursion over the scheduled times,
+  read from LoadGen's trace, which this case turns on); the M/D/1 formula's
+  p50/p99 are printed for context (one finite run differs from them by
+  sampling noise, which is not migperf's error). A breakdown line splits
+  what an idle server's query loses between its scheduled time and its
+  answer: LoadGen's own issue delay (its ``sleep_until`` waking late, from
+  its trace), the hand-off from LoadGen's callback to the batch starting
+  (the batcher's thread waking), and the rest (the Python callback in and
+  out of LoadGen).
 
 Two truths are printed. *Nominal* takes every service time as exactly S.
 *Actual* takes the time each batch really spent in the SUT, measured inside
@@ -29,7 +35,7 @@ logs, or timed by migperf for closed-loop), through the same code the worker
 runs (:class:`migperf.bench.scenarios.ScenarioRunner`).
 
 Run: ``.venv/bin/python benchmarks/loadgen_accuracy.py [--service-ms 10] [--json]``.
-Exits 1 when any error against the actual truth is 5 % or more.
+Exits 1 when any error against the actual truth is more than 2 %.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import sys
 import tempfile
 import time
@@ -48,30 +55,34 @@ from migperf.bench.scenarios import DynamicBatcher, ScenarioRunner
 from migperf.bench.spec import BenchSpec
 from migperf.bench.workloads import build_workload
 
-LIMIT = 0.05
+LIMIT = 0.02
 
 
 class RecordingRunner(ScenarioRunner):
     """A runner that notes when each sample reached the SUT and how long each batch really took."""
 
     arrivals_ns: list[int]
+    starts_ns: list[int]
     service_ms: list[float]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         inner = self.infer_batch
         self.service_ms = []
+        self.starts_ns = []
 
         def timed(indices: Sequence[int]) -> None:
             t0 = time.perf_counter_ns()
             inner(indices)
             self.service_ms.append((time.perf_counter_ns() - t0) / 1e6)
+            self.starts_ns.append(t0)
 
         self.infer_batch = timed
 
     def batcher(self, on_complete: Callable[[list[Any]], None]) -> DynamicBatcher:
         b = super().batcher(on_complete)
         self.arrivals_ns = []
+        self.starts_ns = []
         self.service_ms = []
         inner = b.submit
 
@@ -84,9 +95,9 @@ class RecordingRunner(ScenarioRunner):
 
 
 def make_runner(
-    service_ms: float, scenario: dict[str, Any], batch: int, root: Path
+    service_ms: float, scenario: dict[str, Any], batch: int, root: Path, *, trace: bool = False
 ) -> RecordingRunner:
-    """A runner for the sleep workload, warmed up, logging under ``root``."""
+    """A runner for the sleep workload, warmed up, logging under ``root`` (and LoadGen's trace)."""
     spec = BenchSpec(
         workload="sleep",
         task="infer",
@@ -102,6 +113,7 @@ def make_runner(
     qsl = spec.scenario.effective_qsl_size(batch)
     prepared = build_workload(spec.model_copy(update={"batch_size": qsl}), None)  # type: ignore[arg-type]
     runner = RecordingRunner(spec, prepared, None, root / spec.scenario.name)
+    runner.loadgen_trace = trace
     runner.warmup(spec.effective_warmup)
     return runner
 
@@ -160,30 +172,77 @@ def _row(
     }
 
 
+def loadgen_trace_samples(log_dir: Path) -> list[dict[str, float]]:
+    """Each sample's times from LoadGen's trace, in issue order (ms from LoadGen's start).
+
+    ``scheduled``: when LoadGen scheduled it; ``issue_delay``: how late LoadGen
+    called the SUT; ``latency``: scheduled to answered, as LoadGen counts it.
+    The trace is read line by line: LoadGen writes one event per line and
+    quotes some of its other events' arguments twice, so it is not JSON as a whole.
+    """
+    samples = []
+    for line in (log_dir / "mlperf_log_trace.json").read_text().splitlines():
+        if line.startswith('{"name":"Sample"') and '"ph":"b"' in line:
+            event = json.loads(line.rstrip().rstrip(","))
+            args = event["args"]
+            samples.append(
+                {
+                    "seq": args["sample_seq"],
+                    "scheduled": event["ts"] / 1e3,
+                    "issue_delay": args["issue_start_ns"] / 1e6,
+                    "latency": args["complete_ns"] / 1e6,
+                }
+            )
+    samples.sort(key=lambda x: x["seq"])
+    return samples
+
+
 def _server_truth(
-    arrivals_ns: Sequence[int], service_ms: Sequence[float]
+    arrivals_ms: Sequence[float], service_ms: Sequence[float]
 ) -> tuple[list[float], float]:
     """Latencies (ms) and completed QPS of a FIFO server with these arrivals and service times."""
-    arrivals = [(a - arrivals_ns[0]) / 1e9 for a in arrivals_ns]
     free = 0.0
     done: list[float] = []
-    for a, s in zip(arrivals, service_ms, strict=True):
-        free = max(free, a) + s / 1000.0
+    for a, s in zip(arrivals_ms, service_ms, strict=True):
+        free = max(free, a) + s
         done.append(free)
-    latencies = [(d - a) * 1000.0 for a, d in zip(arrivals, done, strict=True)]
+    latencies = [d - a for a, d in zip(arrivals_ms, done, strict=True)]
     # LoadGen's completed rate: (samples - 1) over the time until the last answer.
-    return latencies, (len(done) - 1) / done[-1]
+    return latencies, 1000.0 * (len(done) - 1) / (done[-1] - arrivals_ms[0])
 
 
-def run_cases(service_ms: float, root: Path) -> list[dict[str, Any]]:
-    """Run every scenario once and compare its numbers with both truths."""
-    s = service_ms
-    rows: list[dict[str, Any]] = []
+def _server_breakdown(
+    runner: RecordingRunner, trace: Sequence[dict[str, float]], truth: Sequence[float]
+) -> dict[str, float]:
+    """Median microseconds an idle server's query loses, by where (see the module docstring)."""
+    idle = [
+        i
+        for i, (t, s) in enumerate(zip(truth, runner.service_ms, strict=True))
+        if t - s < 1e-6  # it waited for no other query
+    ]
+    if not idle:
+        return {}
 
+    def median_us(values: list[float]) -> float:
+        return statistics.median(values) * 1000.0
+
+    excess = median_us([trace[i]["latency"] - truth[i] for i in idle])
+    issue = median_us([trace[i]["issue_delay"] for i in idle])
+    handoff = median_us([(runner.starts_ns[i] - runner.arrivals_ns[i]) / 1e6 for i in idle])
+    return {
+        "idle_queries": len(idle),
+        "excess_us": excess,
+        "loadgen_issue_delay_us": issue,
+        "callback_to_batch_start_us": handoff,
+        "rest_us": excess - issue - handoff,
+    }
+
+
+def _single_stream(s: float, root: Path) -> list[dict[str, Any]]:
     r = make_runner(s, {"name": "single-stream", "min_query_count": 1000}, 1, root)
     res, _, _ = r.run_loadgen(r.log_dir)
     act = r.service_ms
-    rows += [
+    rows = [
         _row("single-stream", "p50 ms", s, loadgen_quantile(act, 50), res.latency_ms.p50),
         _row("single-stream", "p99 ms", s, loadgen_quantile(act, 99), res.latency_ms.p99),
         _row(
@@ -196,39 +255,42 @@ def run_cases(service_ms: float, root: Path) -> list[dict[str, Any]]:
         ),
     ]
     rows[-1]["verdict"] = res.verdict
+    return rows
 
+
+def _multi_stream(s: float, root: Path) -> list[dict[str, Any]]:
     r = make_runner(
         s, {"name": "multi-stream", "samples_per_query": 8, "min_query_count": 1000}, 8, root
     )
     res, _, _ = r.run_loadgen(r.log_dir)
     act = r.service_ms
     q = res.query_latency_ms
-    rows += [
+    rows = [
         _row("multi-stream", "query p50 ms", s, loadgen_quantile(act, 50), q.p50 if q else None),
         _row("multi-stream", "query p99 ms", s, loadgen_quantile(act, 99), q.p99 if q else None),
     ]
     rows[-1]["verdict"] = res.verdict
+    return rows
 
+
+def _offline(s: float, root: Path) -> list[dict[str, Any]]:
     r = make_runner(s, {"name": "offline", "min_query_count": 400}, 8, root)
     res, _, _ = r.run_loadgen(r.log_dir)
     act = r.service_ms
     samples = res.batching.samples if res.batching else 0
-    rows.append(
-        _row(
-            "offline",
-            "samples/s",
-            8 * 1000.0 / s,
-            1000.0 * samples / math.fsum(act),
-            res.completed_qps,
-        )
+    row = _row(
+        "offline", "samples/s", 8 * 1000.0 / s, 1000.0 * samples / math.fsum(act), res.completed_qps
     )
-    rows[-1]["verdict"] = res.verdict
+    row["verdict"] = res.verdict
+    return [row]
 
+
+def _closed_loop(s: float, root: Path) -> list[dict[str, Any]]:
     r = make_runner(s, {"name": "closed-loop", "concurrency": 1, "min_query_count": 1000}, 1, root)
     res, lat, _, _ = r.run_closed_loop()
     # Requests still in flight at the end were served but not counted.
     act = r.service_ms[: len(lat)]
-    rows += [
+    return [
         _row("closed-loop", "p50 ms", s, loadgen_quantile(act, 50), res.latency_ms.p50),
         _row("closed-loop", "p99 ms", s, loadgen_quantile(act, 99), res.latency_ms.p99),
         _row(
@@ -240,11 +302,18 @@ def run_cases(service_ms: float, root: Path) -> list[dict[str, Any]]:
         ),
     ]
 
+
+def _server(s: float, root: Path) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
     qps = 0.5 * 1000.0 / s
-    r = make_runner(s, {"name": "server", "target_qps": qps, "latency_target_ms": 20 * s}, 1, root)
+    r = make_runner(
+        s, {"name": "server", "target_qps": qps, "latency_target_ms": 20 * s}, 1, root, trace=True
+    )
     res, _, _ = r.run_loadgen(r.log_dir)
-    nominal, nominal_qps = _server_truth(r.arrivals_ns, [s] * len(r.arrivals_ns))
-    actual, actual_qps = _server_truth(r.arrivals_ns, r.service_ms)
+    trace = loadgen_trace_samples(r.log_dir)
+    scheduled = [t["scheduled"] for t in trace]
+    nominal, nominal_qps = _server_truth(scheduled, [s] * len(scheduled))
+    actual, actual_qps = _server_truth(scheduled, r.service_ms)
     theory = {p: md1_sojourn_quantile(p, qps, s / 1000.0) * 1000.0 for p in (50.0, 99.0)}
     for p, measured in ((50.0, res.latency_ms.p50), (99.0, res.latency_ms.p99)):
         rows.append(
@@ -257,6 +326,7 @@ def run_cases(service_ms: float, root: Path) -> list[dict[str, Any]]:
                 f"M/D/1 theory {theory[p]:.3g} ms",
             )
         )
+    rows[-1]["breakdown"] = _server_breakdown(r, trace, actual)
     rows.append(
         _row(
             "server",
@@ -271,23 +341,51 @@ def run_cases(service_ms: float, root: Path) -> list[dict[str, Any]]:
     return rows
 
 
+#: Every case, in the order they run.
+CASES: dict[str, Callable[[float, Path], list[dict[str, Any]]]] = {
+    "single-stream": _single_stream,
+    "multi-stream": _multi_stream,
+    "offline": _offline,
+    "closed-loop": _closed_loop,
+    "server": _server,
+}
+
+
+def run_cases(
+    service_ms: float, root: Path, cases: Sequence[str] = tuple(CASES)
+) -> list[dict[str, Any]]:
+    """Run these scenarios once each and compare their numbers with both truths."""
+    return [row for name in cases for row in CASES[name](service_ms, root)]
+
+
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{x:+.2%}"
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Measure and print the errors; non-zero exit when any against the actual truth is 5 % or more."""
+    """Measure and print the errors; non-zero exit when any against the actual truth is over 2 %."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument(
         "--service-ms", type=float, default=10.0, help="the SUT's service time per batch"
     )
     ap.add_argument("--log-dir", type=Path, default=None, help="keep LoadGen's logs here")
     ap.add_argument("--json", action="store_true", help="print one JSON summary line at the end")
+    ap.add_argument(
+        "--cases",
+        default=",".join(CASES),
+        help=f"comma-separated cases to run (default: all of {', '.join(CASES)})",
+    )
     args = ap.parse_args(argv)
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = sorted(set(cases) - set(CASES))
+    if unknown or not cases:
+        ap.error(
+            f"--cases: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(CASES)}"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         root = args.log_dir or Path(tmp)
         t0 = time.perf_counter()
-        rows = run_cases(args.service_ms, root)
+        rows = run_cases(args.service_ms, root, cases)
         took = time.perf_counter() - t0
     worst = max(abs(r["error"]) if r["error"] is not None else math.inf for r in rows)
     worst_nominal = max(
@@ -307,7 +405,15 @@ def main(argv: list[str] | None = None) -> int:
         )
         if "verdict" in r:
             print(f"{'':<14} LoadGen: {r['verdict']}")
-    verdict = "PASS" if worst < LIMIT else "FAIL"
+        if r.get("breakdown"):
+            b = r["breakdown"]
+            print(
+                f"{'':<14} idle queries ({b['idle_queries']}), median us lost: "
+                f"{b['excess_us']:.0f} = LoadGen's issue delay {b['loadgen_issue_delay_us']:.0f}"
+                f" + callback to batch start {b['callback_to_batch_start_us']:.0f}"
+                f" + the rest {b['rest_us']:.0f}"
+            )
+    verdict = "PASS" if worst <= LIMIT else "FAIL"
     print(
         f"{verdict}: largest error against the SUT's actual service times {worst:.2%} "
         f"(limit {LIMIT:.0%}); against the nominal {args.service_ms:g} ms {worst_nominal:.2%}"
@@ -324,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
                 }
             )
         )
-    return 0 if worst < LIMIT else 1
+    return 0 if worst <= LIMIT else 1
 
 
 if __name__ == "__main__":

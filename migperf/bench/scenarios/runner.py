@@ -86,6 +86,9 @@ class ScenarioRunner:
         UsageError: When the spec has no scenario or the workload has no per-sample inputs.
     """
 
+    #: Have LoadGen write its trace too (``mlperf_log_trace.json``); measurement tools set it.
+    loadgen_trace = False
+
     def __init__(
         self,
         spec: BenchSpec,
@@ -257,7 +260,7 @@ class ScenarioRunner:
     ) -> tuple[ScenarioResult, float, float]:
         """One LoadGen test; returns the parsed result and its wall-clock window (unix seconds)."""
         settings = self.settings(target_qps=target_qps, min_query_count=min_query_count)
-        with LoadGenSut(self.qsl_size, self.batcher) as sut:
+        with LoadGenSut(self.qsl_size, self.batcher, trace=self.loadgen_trace) as sut:
             start, end = sut.run(settings, log_dir)
             stats = sut.batcher.stats()
         qps = target_qps or self.scenario.target_qps
