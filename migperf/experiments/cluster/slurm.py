@@ -72,7 +72,10 @@ class SlurmPlan:
         """The mode, in words."""
         if self.layout_sweep:
             return "layout sweep on whole nodes (--exclusive): each job applies its layouts under the node's lease and journal and restores them"
-        return "current layouts: each job measures the MIG devices Slurm gave it; nothing is repartitioned"
+        return (
+            "current layouts: each job measures the MIG devices its node has, nothing is "
+            "repartitioned (jobs do not narrow to the GRES slices Slurm granted: ask for whole GPUs)"
+        )
 
     def estimated_duration_s(self) -> float:
         """The longest job's runs, as the local runner estimates them."""
@@ -167,7 +170,7 @@ class SlurmExecutor(Executor[SlurmPlan]):
                 f"{source}: layouts {cfg.layouts} change MIG, which a Slurm job may do only on "
                 "a whole node",
                 hint="set `executor: {slurm: {exclusive: true}}` (whole nodes), or use "
-                "`layouts: [current]` to measure the MIG devices Slurm gives each job",
+                "`layouts: [current]` to measure the MIG devices each job's node has",
             )
         if not dry_run and self.read_only:
             refuse_read_only(cfg, source)
