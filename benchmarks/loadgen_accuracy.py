@@ -34,7 +34,13 @@ migperf's numbers are those of the result document (parsed from LoadGen's
 logs, or timed by migperf for closed-loop), through the same code the worker
 runs (:class:`migperf.bench.scenarios.ScenarioRunner`).
 
-Run: ``.venv/bin/python benchmarks/loadgen_accuracy.py [--service-ms 10] [--json]``.
+Each case runs ``--repeats`` times (3 by default, about 3 minutes in all);
+each metric reports the run with the median error and prints every run's
+error: on a 2-core VM one run's server p50 error moves by up to 1 % with the
+machine's noise alone, more than the bridge's own cost it is meant to show.
+
+Run: ``.venv/bin/python benchmarks/loadgen_accuracy.py [--service-ms 10] [--repeats 3]
+[--cases server] [--json]``.
 Exits 1 when any error against the actual truth is more than 2 %.
 """
 
@@ -352,10 +358,30 @@ CASES: dict[str, Callable[[float, Path], list[dict[str, Any]]]] = {
 
 
 def run_cases(
-    service_ms: float, root: Path, cases: Sequence[str] = tuple(CASES)
+    service_ms: float, root: Path, cases: Sequence[str] = tuple(CASES), repeats: int = 1
 ) -> list[dict[str, Any]]:
-    """Run these scenarios once each and compare their numbers with both truths."""
-    return [row for name in cases for row in CASES[name](service_ms, root)]
+    """Run each scenario ``repeats`` times and compare its numbers with both truths.
+
+    With repeats, each metric's row is the run with the median error against
+    the actual truth (the lower median for an even count: always a real run),
+    and ``runs_error`` lists every run's error, in run order.
+    """
+    rows: list[dict[str, Any]] = []
+    for name in cases:
+        runs = [CASES[name](service_ms, root / f"run-{i + 1}") for i in range(repeats)]
+        for same_metric in zip(*runs, strict=True):
+            rows.append(_median_run(list(same_metric)))
+    return rows
+
+
+def _median_run(candidates: list[dict[str, Any]]) -> dict[str, Any]:
+    """The row of the run with the median error, with every run's error in ``runs_error``."""
+    if len(candidates) == 1:
+        return candidates[0]
+    ranked = sorted(candidates, key=lambda r: math.inf if r["error"] is None else r["error"])
+    chosen = dict(ranked[(len(ranked) - 1) // 2])
+    chosen["runs_error"] = [r["error"] for r in candidates]
+    return chosen
 
 
 def _pct(x: float | None) -> str:
@@ -371,11 +397,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--log-dir", type=Path, default=None, help="keep LoadGen's logs here")
     ap.add_argument("--json", action="store_true", help="print one JSON summary line at the end")
     ap.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="runs of each case; each metric reports the run with the median error and "
+        "lists every run's (default 3: one run's server p50 moves by up to 1 %% with the "
+        "machine's noise)",
+    )
+    ap.add_argument(
         "--cases",
         default=",".join(CASES),
         help=f"comma-separated cases to run (default: all of {', '.join(CASES)})",
     )
     args = ap.parse_args(argv)
+    if args.repeats < 1:
+        ap.error(f"--repeats: must be at least 1, got {args.repeats}")
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = sorted(set(cases) - set(CASES))
     if unknown or not cases:
@@ -385,13 +421,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = args.log_dir or Path(tmp)
         t0 = time.perf_counter()
-        rows = run_cases(args.service_ms, root, cases)
+        rows = run_cases(args.service_ms, root, cases, args.repeats)
         took = time.perf_counter() - t0
     worst = max(abs(r["error"]) if r["error"] is not None else math.inf for r in rows)
     worst_nominal = max(
         abs(r["error_nominal"]) if r["error_nominal"] is not None else math.inf for r in rows
     )
-    print(f"SUT: sleep, {args.service_ms:g} ms per batch (SYNTHETIC); {took:.0f} s")
+    runs = f"median of {args.repeats} runs per case" if args.repeats > 1 else "one run per case"
+    print(f"SUT: sleep, {args.service_ms:g} ms per batch (SYNTHETIC); {runs}; {took:.0f} s")
     print(
         f"{'case':<14} {'metric':<14} {'nominal':>9} {'actual':>9} {'migperf':>9} "
         f"{'err nom.':>9} {'err act.':>9}  note"
@@ -403,6 +440,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['truth_actual']:>9.4g} {measured:>9} {_pct(r['error_nominal']):>9} "
             f"{_pct(r['error']):>9}  {r['note']}"
         )
+        if r.get("runs_error"):
+            every = " ".join(_pct(e) for e in r["runs_error"])
+            print(f"{'':<14} {'':<14} errors against the actual truth, run by run: {every}")
         if "verdict" in r:
             print(f"{'':<14} LoadGen: {r['verdict']}")
         if r.get("breakdown"):
@@ -416,13 +456,15 @@ def main(argv: list[str] | None = None) -> int:
     verdict = "PASS" if worst <= LIMIT else "FAIL"
     print(
         f"{verdict}: largest error against the SUT's actual service times {worst:.2%} "
-        f"(limit {LIMIT:.0%}); against the nominal {args.service_ms:g} ms {worst_nominal:.2%}"
+        f"({'median of ' + str(args.repeats) + ' runs, ' if args.repeats > 1 else ''}"
+        f"limit {LIMIT:.0%}); against the nominal {args.service_ms:g} ms {worst_nominal:.2%}"
     )
     if args.json:
         print(
             json.dumps(
                 {
                     "service_ms": args.service_ms,
+                    "repeats": args.repeats,
                     "rows": rows,
                     "worst": worst,
                     "worst_nominal": worst_nominal,

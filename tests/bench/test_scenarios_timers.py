@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
-from migperf.bench.scenarios import ScenarioRunner
 from migperf.bench.scenarios.timerslack import PRECISE_SLACK_NS, precise_timers, timer_slack_ns
-from migperf.bench.spec import BenchSpec
-from migperf.bench.workloads import build_workload
+from tests.bench.sleep_sut import sleep_runner
 
-linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="timer slack is Linux's")
+linux_only = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="timer slack is Linux's"
+)
 
 
 def _in_a_new_thread() -> int | None:
@@ -64,28 +64,13 @@ def test_without_prctl_nothing_changes(monkeypatch: pytest.MonkeyPatch) -> None:
         assert previous is None
 
 
-def _runner(tmp_path: Path, scenario: dict[str, Any]) -> ScenarioRunner:
-    spec = BenchSpec(
-        workload="sleep",
-        task="infer",
-        model_args={"service_ms": 0.5},
-        expect_device="cpu",
-        warmup_iterations=1,
-        min_duration_s=0.2,
-        max_duration_s=10.0,
-        scenario=scenario,
-    )
-    assert spec.scenario is not None
-    qsl = spec.scenario.effective_qsl_size(1)
-    prepared = build_workload(spec.model_copy(update={"batch_size": qsl}), None)  # type: ignore[arg-type]
-    return ScenarioRunner(spec, prepared, None, tmp_path / "logs")
-
-
 @linux_only
 def test_a_server_test_runs_loadgen_and_the_batch_thread_with_precise_timers(
     tmp_path: Path,
 ) -> None:
-    runner = _runner(tmp_path, {"name": "server", "target_qps": 200, "min_query_count": 50})
+    runner = sleep_runner(
+        tmp_path / "logs", {"name": "server", "target_qps": 200, "min_query_count": 50}
+    )
     inner = runner.infer_batch
     seen: list[tuple[str, int | None]] = []
 
@@ -119,19 +104,3 @@ def test_a_server_test_runs_loadgen_and_the_batch_thread_with_precise_timers(
     # LoadGen's trace is a measurement tool's option, off by default (LoadGen
     # still creates the file, empty).
     assert (runner.log_dir / "mlperf_log_trace.json").read_text() == ""
-
-
-def test_the_trace_option_writes_loadgens_trace_with_each_samples_schedule(tmp_path: Path) -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-    try:
-        from loadgen_accuracy import loadgen_trace_samples
-    finally:
-        sys.path.pop(0)
-    runner = _runner(tmp_path, {"name": "server", "target_qps": 200, "min_query_count": 50})
-    runner.loadgen_trace = True
-    result, _, _ = runner.run_loadgen(runner.log_dir)
-    samples = loadgen_trace_samples(runner.log_dir)
-    assert len(samples) == result.sample_count
-    scheduled = [s["scheduled"] for s in samples]
-    assert scheduled == sorted(scheduled)  # issue order is schedule order
-    assert all(s["issue_delay"] >= 0 and s["latency"] >= 0.5 for s in samples)
