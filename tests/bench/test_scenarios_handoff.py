@@ -14,9 +14,8 @@ from typing import Any
 
 import pytest
 
-from migperf.bench.scenarios import DynamicBatcher, ScenarioRunner
-from migperf.bench.spec import BenchSpec
-from migperf.bench.workloads import build_workload
+from migperf.bench.scenarios import DynamicBatcher
+from tests.bench.sleep_sut import sleep_runner
 
 
 def _recorder() -> tuple[list[tuple[str, list[Any]]], Any]:
@@ -166,16 +165,5 @@ def test_stop_answers_what_is_queued_and_flush_skips_the_queue_delay() -> None:
 def test_the_runner_runs_one_at_a_time_callers_on_their_own_thread(
     scenario: dict[str, Any], synchronous: bool, tmp_path: Path
 ) -> None:
-    spec = BenchSpec(
-        workload="sleep",
-        task="infer",
-        batch_size=2,
-        model_args={"service_ms": 0.1},
-        expect_device="cpu",
-        scenario=scenario,
-    )
-    assert spec.scenario is not None
-    qsl = spec.scenario.effective_qsl_size(2)
-    prepared = build_workload(spec.model_copy(update={"batch_size": qsl}), None)  # type: ignore[arg-type]
-    runner = ScenarioRunner(spec, prepared, None, tmp_path)
+    runner = sleep_runner(tmp_path, scenario, service_ms=0.1, batch=2)
     assert runner.batcher(lambda tags: None).synchronous is synchronous

@@ -68,7 +68,7 @@ def precise_timers(slack_ns: int = PRECISE_SLACK_NS) -> Iterator[int | None]:
     cannot be read or set.
     """
     prctl = _prctl()
-    before = timer_slack_ns() if prctl is not None else None
+    before = timer_slack_ns()
     if prctl is None or before is None or prctl(_PR_SET_TIMERSLACK, slack_ns) != 0:
         yield None
         return
